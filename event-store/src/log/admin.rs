@@ -1,0 +1,129 @@
+//! Topic provisioning and metadata.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::LogConfig;
+use crate::error::{Error, Result};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`ensure_topic`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    Created,
+    AlreadyExisted,
+}
+
+/// Creates `topic` with `partitions` partitions, infinite retention (`retention.ms=-1`,
+/// `retention.bytes=-1`) and no compaction, unless it exists; then checks it has the configured
+/// number of partitions.
+pub async fn ensure_topic(config: &LogConfig, topic: &str, partitions: i32) -> Result<TopicState> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config("admin")
+        .create()
+        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
+    let new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(i32::from(config.replication_factor)),
+    )
+    .set("retention.ms", "-1")
+    .set("retention.bytes", "-1");
+    // `cleanup.policy` is left at the broker default (`delete`, no compaction). Setting it
+    // explicitly makes tansu's retention sweep read `retention.ms=-1` as "older than 0 s" and
+    // delete the whole log at its next maintenance; Kafka and Redpanda need no such setting.
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
+    let mut state = TopicState::Created;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => state = TopicState::AlreadyExisted,
+            Err((_, code)) => {
+                return Err(Error::from_kafka(
+                    &config.brokers,
+                    KafkaError::AdminOp(code),
+                ));
+            }
+        }
+    }
+    // The broker may take a moment before metadata shows a new topic.
+    let mut waited = Duration::ZERO;
+    loop {
+        match partition_count(config, topic).await {
+            Ok(actual) if actual == partitions => return Ok(state),
+            Ok(actual) => {
+                return Err(Error::PartitionMismatch {
+                    topic: topic.to_owned(),
+                    expected: partitions,
+                    actual,
+                });
+            }
+            Err(Error::TopicMissing(_)) if waited < METADATA_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited += Duration::from_millis(100);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The number of partitions of `topic`, or [`Error::TopicMissing`].
+pub async fn partition_count(config: &LogConfig, topic: &str) -> Result<i32> {
+    let consumer: BaseConsumer = config
+        .client_config("metadata")
+        .create()
+        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
+    let brokers = config.brokers.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+            .map_err(|e| Error::from_kafka(&brokers, e))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            _ => Err(Error::TopicMissing(topic)),
+        }
+    })
+    .await
+    .map_err(|e| Error::TailStopped(e.to_string()))?
+}
+
+/// Checks that the broker answers (used by `/ready`).
+pub async fn ping(config: &LogConfig) -> Result<()> {
+    partition_count(config, &config.topic).await.map(|_| ())
+}
+
+/// The low and high watermarks (first offset, next offset) of every partition of `topic`.
+pub async fn watermarks(config: &LogConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
+    let partitions = partition_count(config, topic).await?;
+    let consumer: BaseConsumer = config
+        .client_config("watermarks")
+        .create()
+        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
+    let brokers = config.brokers.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                    .map(|(low, high)| (p, low, high))
+                    .map_err(|e| Error::from_kafka(&brokers, e))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::TailStopped(e.to_string()))?
+}

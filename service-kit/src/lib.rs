@@ -1,0 +1,16 @@
+//! What every Taskstream service shares.
+//!
+//! # Layout
+//!
+//! - [`settings`]: typed, layered settings (defaults → optional file → `TASKSTREAM_…` variables).
+//! - [`telemetry`]: `tracing` subscriber (JSON or pretty) and the W3C trace-context propagator.
+//! - [`http`]: the ops endpoints (`/health`, `/ready`, `/metrics`), request metrics, serving with
+//!   graceful shutdown.
+//! - [`problem`]: RFC 9457 `application/problem+json` errors.
+//! - [`database`]: the Postgres pool.
+
+pub mod database;
+pub mod http;
+pub mod problem;
+pub mod settings;
+pub mod telemetry;
