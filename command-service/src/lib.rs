@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //!
+//! - [`domain`]: the pure core — the task aggregate's rules and input validation.
 //! - [`build`]: builds the HTTP server (ops endpoints for now) from [`Settings`].
+
+pub mod domain;
 
 use axum::Router;
 use event_store::LogConfig;
