@@ -66,7 +66,7 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
-    #[error("topic {0:?} does not exist; create it with `taskstream-log topic ensure`")]
+    #[error("topic {0:?} does not exist; create it with `taskstream-log ensure`")]
     TopicMissing(String),
     #[error("topic {topic:?} has {actual} partitions but {expected} are configured")]
     PartitionMismatch {
@@ -114,9 +114,29 @@ impl Error {
         )
     }
 
-    /// Classifies a client error: broker-unreachable and timeout codes become [`Error::Unavailable`].
+    /// Classifies a client error: broker-unreachable and timeout codes become [`Error::Unavailable`],
+    /// and so does any failed delivery that is not about the record itself (a broker that
+    /// restarted may answer a pending produce with an error it cannot explain; the record was not
+    /// acknowledged, and a retry with the same idempotency key is safe).
     pub(crate) fn from_kafka(brokers: &str, source: KafkaError) -> Self {
         let code = source.rdkafka_error_code();
+        let record_at_fault = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownPartition
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+            )
+        );
+        if matches!(source, KafkaError::MessageProduction(_)) && !record_at_fault {
+            return Error::Unavailable {
+                brokers: brokers.to_owned(),
+                source,
+            };
+        }
         let unavailable = matches!(
             code,
             Some(

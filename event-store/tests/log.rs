@@ -412,10 +412,7 @@ async fn records_carry_type_version_and_trace_headers() {
     let record = read_all(&config).await.pop().expect("one record");
     assert_eq!(record.header(headers::EVENT_TYPE), Some("task.created"));
     assert_eq!(record.header(headers::SCHEMA_VERSION), Some("2"));
-    assert_eq!(
-        record.header(headers::COMMIT_ID),
-        Some(c.commit_id.to_string().as_str())
-    );
+    assert_eq!(record.headers.len(), 3, "only the documented headers");
     assert_eq!(
         record.header(headers::TRACEPARENT),
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

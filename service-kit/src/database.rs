@@ -11,15 +11,10 @@ use sqlx::postgres::PgPoolOptions;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
-    #[serde(serialize_with = "serialize_secret")]
+    #[serde(serialize_with = "crate::settings::serialize_secret")]
     pub url: SecretString,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
-}
-
-fn serialize_secret<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
-    // Only used to seed layered settings with defaults; the value is the default URL.
-    ser.serialize_str(s.expose_secret())
 }
 
 impl Default for DatabaseSettings {

@@ -8,7 +8,9 @@
 //!   graceful shutdown.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors.
 //! - [`database`]: the Postgres pool.
+//! - [`auth`]: JWT verification and the [`auth::AuthUser`] extractor.
 
+pub mod auth;
 pub mod database;
 pub mod http;
 pub mod problem;

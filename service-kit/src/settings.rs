@@ -27,6 +27,16 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> anyhow::Result<T> {
     Ok(settings.try_deserialize()?)
 }
 
+/// Serializes a secret's value. Used only to seed the layered settings with the struct's
+/// defaults (settings are never serialized for output).
+pub fn serialize_secret<S: serde::Serializer>(
+    secret: &secrecy::SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    serializer.serialize_str(secret.expose_secret())
+}
+
 /// Where a service listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

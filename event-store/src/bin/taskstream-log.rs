@@ -34,6 +34,13 @@ enum Command {
     Ensure {
         #[arg(long, env = "TASKSTREAM_KAFKA__PARTITIONS", default_value_t = 12)]
         partitions: i32,
+        /// Replicas of each partition (3 in production).
+        #[arg(
+            long,
+            env = "TASKSTREAM_KAFKA__REPLICATION_FACTOR",
+            default_value_t = 1
+        )]
+        replication_factor: i16,
     },
     /// Print each partition's first and next offsets.
     Describe,
@@ -48,13 +55,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = LogConfig {
+    let mut config = LogConfig {
         brokers: cli.brokers,
         topic: cli.topic,
         ..LogConfig::default()
     };
     match cli.command {
-        Command::Ensure { partitions } => {
+        Command::Ensure {
+            partitions,
+            replication_factor,
+        } => {
+            config.replication_factor = replication_factor;
             for topic in [config.topic.clone(), config.dead_letter_topic()] {
                 let state = admin::ensure_topic(&config, &topic, partitions)
                     .await

@@ -1,8 +1,10 @@
 //! Appending commits: one Kafka record per commit, keyed and partitioned by user.
 
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use opentelemetry::propagation::Injector;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -17,16 +19,18 @@ use crate::partition::partition_for;
 pub mod headers {
     pub const EVENT_TYPE: &str = "event_type";
     pub const SCHEMA_VERSION: &str = "schema_version";
-    pub const COMMIT_ID: &str = "commit_id";
     pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// Appends commits with the idempotent producer (`acks=all`), so a retried send never duplicates.
 ///
-/// Cheap to clone; clones share one producer.
+/// Cheap to clone; clones share one producer. When the broker answers with an error the producer
+/// cannot recover from (a timeout while the broker was away, a restarted broker that lost the
+/// producer's sequence state, or a fatal idempotence error), the producer is replaced by a fresh
+/// one.
 #[derive(Clone)]
 pub struct Appender {
-    producer: FutureProducer,
+    producer: Arc<RwLock<(u64, FutureProducer)>>,
     config: LogConfig,
     partitions: i32,
 }
@@ -51,7 +55,15 @@ impl Appender {
                 actual: partitions,
             });
         }
-        let producer: FutureProducer = config
+        Ok(Self {
+            producer: Arc::new(RwLock::new((0, Self::producer(config)?))),
+            config: config.clone(),
+            partitions,
+        })
+    }
+
+    fn producer(config: &LogConfig) -> Result<FutureProducer> {
+        config
             .client_config("appender")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -60,12 +72,32 @@ impl Appender {
             .set("message.timeout.ms", config.append_timeout_ms.to_string())
             .set("partitioner", "murmur2_random")
             .create()
-            .map_err(|e| Error::from_kafka(&config.brokers, e))?;
-        Ok(Self {
-            producer,
-            config: config.clone(),
-            partitions,
-        })
+            .map_err(|e| Error::from_kafka(&config.brokers, e))
+    }
+
+    fn current(&self) -> (u64, FutureProducer) {
+        self.producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces producer `generation` with a fresh one (unless another caller already did).
+    fn replace_producer(&self, generation: u64, reason: &KafkaError) {
+        let mut slot = self
+            .producer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.0 != generation {
+            return;
+        }
+        match Self::producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(%reason, "replacing the log producer after an unrecoverable error");
+                *slot = (generation + 1, fresh);
+            }
+            Err(error) => tracing::error!(%error, "cannot create a new log producer"),
+        }
     }
 
     /// The topic's partition count.
@@ -98,7 +130,6 @@ impl Appender {
 
     async fn send(&self, commit: &Commit, payload: &[u8]) -> Result<LogPosition> {
         let (types, versions) = commit.header_values();
-        let commit_id = commit.commit_id.to_string();
         let mut trace = TraceHeaders::default();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&opentelemetry::Context::current(), &mut trace)
@@ -111,10 +142,6 @@ impl Appender {
             .insert(Header {
                 key: headers::SCHEMA_VERSION,
                 value: Some(versions.as_str()),
-            })
-            .insert(Header {
-                key: headers::COMMIT_ID,
-                value: Some(commit_id.as_str()),
             });
         for (key, value) in &trace.0 {
             headers = headers.insert(Header {
@@ -133,8 +160,8 @@ impl Appender {
 
     async fn deliver(&self, record: FutureRecord<'_, str, [u8]>) -> Result<LogPosition> {
         let started = Instant::now();
-        let result = self
-            .producer
+        let (generation, producer) = self.current();
+        let result = producer
             .send(record, Timeout::After(self.config.append_timeout()))
             .await;
         let elapsed = started.elapsed().as_secs_f64();
@@ -150,6 +177,21 @@ impl Appender {
                 })
             }
             Err((error, _)) => {
+                // Any failure but a bad record retires the producer: a broker that comes back
+                // may not know its producer id any more (tansu's storage even fails on it), and
+                // a fresh producer starts a clean idempotent session.
+                let stale = producer.client().fatal_error().is_some()
+                    || !matches!(
+                        error.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::QueueFull
+                                | RDKafkaErrorCode::MessageSizeTooLarge
+                                | RDKafkaErrorCode::InvalidMessage
+                        )
+                    );
+                if stale {
+                    self.replace_producer(generation, &error);
+                }
                 let error = Error::from_kafka(&self.config.brokers, error);
                 let outcome = if error.is_transient() {
                     "unavailable"
@@ -167,7 +209,8 @@ impl Appender {
 
     /// Waits until every queued record is acknowledged or failed.
     pub fn flush(&self) -> Result<()> {
-        self.producer
+        self.current()
+            .1
             .flush(self.config.append_timeout())
             .map_err(|e| Error::from_kafka(&self.config.brokers, e))
     }
@@ -178,6 +221,9 @@ struct TraceHeaders(Vec<(String, String)>);
 
 impl Injector for TraceHeaders {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_owned(), value));
+        // An empty `tracestate` says nothing; every header costs the broker a row.
+        if !value.is_empty() {
+            self.0.push((key.to_owned(), value));
+        }
     }
 }

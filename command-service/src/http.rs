@@ -1,0 +1,471 @@
+//! The REST API: routes, headers (`If-Match`, `Idempotency-Key`, `ETag`), responses.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, patch, post, put};
+use event_store::{Actor, Idempotency};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use service_kit::auth::{AuthUser, Jwt};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{Command, DomainError, FieldError};
+use crate::error::AppError;
+use crate::input;
+use crate::service::{Action, CommandRequest, CommandService, Outcome, Target};
+use crate::view::TaskView;
+
+/// The header that carries a command's consistency token (also in the body).
+pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
+/// Set on a response that replays the first outcome of an idempotency key.
+pub const IDEMPOTENT_REPLAY: &str = "idempotent-replayed";
+
+/// What handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub service: CommandService,
+    pub jwt: Arc<Jwt>,
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl FromRef<AppState> for Arc<Jwt> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.jwt)
+    }
+}
+
+/// The command routes.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/{user_id}/tasks", post(create_task))
+        .route(
+            "/api/{user_id}/tasks/{id}",
+            put(replace_task).patch(patch_task).delete(delete_task),
+        )
+        .route(
+            "/api/{user_id}/tasks/{id}/complete",
+            patch(toggle_complete).post(complete_task),
+        )
+        .route("/api/{user_id}/tasks/{id}/reopen", post(reopen_task))
+        .route("/api/{user_id}/tasks/{id}/tags", post(add_tag))
+        .route("/api/{user_id}/tasks/{id}/tags/{tag}", delete(remove_tag))
+        .route(
+            "/api/{user_id}/tasks/{id}/recurrence",
+            put(set_recurrence).delete(clear_recurrence),
+        )
+        .route("/api/{user_id}/reminders", post(add_reminder))
+        .route(
+            "/api/{user_id}/reminders/{reminder_id}",
+            delete(remove_reminder),
+        )
+        .with_state(state)
+}
+
+/// The body of a command response: the task, and where its last change is in the log.
+#[derive(Serialize)]
+struct CommandResponse {
+    #[serde(flatten)]
+    task: TaskView,
+    /// Pass it to queries (`consistency_token=`) to read your own write.
+    consistency_token: String,
+}
+
+fn respond(outcome: Outcome, uri: &Uri) -> Response {
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let token = outcome.position.to_string();
+    let etag = format!("\"{}\"", outcome.view.version);
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), outcome.view.id);
+    let mut response = (
+        status,
+        axum::Json(CommandResponse {
+            task: outcome.view,
+            consistency_token: token.clone(),
+        }),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        headers.insert(CONSISTENCY_TOKEN, v);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&location)
+    {
+        headers.insert(header::LOCATION, v);
+    }
+    if outcome.replayed {
+        headers.insert(IDEMPOTENT_REPLAY, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `{id}`: a task UUID or the per-user task number.
+fn task_target(raw: &str) -> Result<Target, AppError> {
+    if let Ok(number) = raw.parse::<u64>() {
+        return Ok(Target::Number(number));
+    }
+    Uuid::parse_str(raw).map(Target::Id).map_err(|_| {
+        AppError::Domain(DomainError::NotFound {
+            code: "task_not_found",
+            message: format!("{raw:?} is neither a task id nor a task number"),
+        })
+    })
+}
+
+/// `If-Match: "3"` (or `3`, or `W/"3"`) → version 3. `*` means any version.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let raw = value.to_str().unwrap_or_default().trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| AppError::BadRequest {
+            code: "invalid_if_match",
+            detail: "If-Match must be the ETag of a task version, such as \"3\"".into(),
+        })
+}
+
+/// `Idempotency-Key` with a hash of the request it belongs to.
+fn idempotency(
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Option<Idempotency>, AppError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| AppError::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        })?;
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b" ");
+    hash.update(uri.path().as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    let digest = hash.finalize();
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }))
+}
+
+/// What every command handler reads from the request: the authenticated user, the method and
+/// path, the headers and the raw body (hashed for idempotency).
+#[derive(Debug)]
+pub struct CommandCall {
+    user: AuthUser,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The largest request body accepted.
+const BODY_LIMIT: usize = 256 * 1024;
+
+impl FromRequest<AppState> for CommandCall {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let user = AuthUser::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+            service_kit::problem::Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The request body is too large",
+            )
+            .detail(format!("at most {BODY_LIMIT} bytes"))
+            .into_response()
+        })?;
+        Ok(Self {
+            user,
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+impl CommandCall {
+    /// Runs `action` on `target` for this request's user.
+    async fn run(
+        self,
+        state: &AppState,
+        target: Target,
+        action: Action,
+    ) -> Result<Response, AppError> {
+        if !*state.ready.borrow() {
+            return Err(AppError::NotReady);
+        }
+        let request = CommandRequest {
+            if_match: if_match(&self.headers)?,
+            idempotency: idempotency(&self.headers, &self.method, &self.uri, &self.body)?,
+            user: self.user.0,
+            target,
+            action,
+            actor: Actor::User,
+            correlation_id: Uuid::now_v7(),
+        };
+        let outcome = state.service.execute(request).await?;
+        Ok(respond(outcome, &self.uri))
+    }
+
+    fn object(&self) -> Result<Map<String, Value>, AppError> {
+        input::object(&self.body).map_err(|e| match e.code {
+            "malformed_json" => AppError::BadRequest {
+                code: "malformed_json",
+                detail: e.message,
+            },
+            _ => AppError::Invalid(vec![e]),
+        })
+    }
+
+    /// Commands without input accept an empty body or `{}`.
+    fn no_body(&self) -> Result<(), AppError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let unknown: Vec<FieldError> = self
+            .object()?
+            .keys()
+            .map(|k| FieldError::new(k.clone(), "unknown_field", "this request takes no body"))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Invalid(unknown))
+        }
+    }
+
+    /// A command that takes no body, on the task named by `id`.
+    async fn simple(
+        self,
+        state: &AppState,
+        id: &str,
+        command: Command,
+    ) -> Result<Response, AppError> {
+        self.simple_action(state, id, Action::Run(Box::new(command)))
+            .await
+    }
+
+    async fn simple_action(
+        self,
+        state: &AppState,
+        id: &str,
+        action: Action,
+    ) -> Result<Response, AppError> {
+        let target = task_target(id)?;
+        self.no_body()?;
+        self.run(state, target, action).await
+    }
+}
+
+type TaskPath = Path<(String, String)>;
+
+async fn create_task(
+    State(state): State<AppState>,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let (fields, reminders) =
+        input::task_fields(call.object()?, true).map_err(AppError::Invalid)?;
+    let command = Command::Create {
+        number: 0,
+        fields,
+        reminders,
+    };
+    call.run(
+        &state,
+        Target::New(Uuid::now_v7()),
+        Action::Run(Box::new(command)),
+    )
+    .await
+}
+
+async fn replace_task(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let target = task_target(&id)?;
+    let (fields, _) = input::task_fields(call.object()?, false).map_err(AppError::Invalid)?;
+    call.run(
+        &state,
+        target,
+        Action::Run(Box::new(Command::Replace(fields))),
+    )
+    .await
+}
+
+async fn patch_task(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let target = task_target(&id)?;
+    let patch = input::task_patch(call.object()?).map_err(AppError::Invalid)?;
+    call.run(&state, target, Action::Run(Box::new(Command::Patch(patch))))
+        .await
+}
+
+async fn delete_task(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple(&state, &id, Command::Delete).await
+}
+
+async fn toggle_complete(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple_action(&state, &id, Action::ToggleComplete)
+        .await
+}
+
+async fn complete_task(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple(&state, &id, Command::Complete).await
+}
+
+async fn reopen_task(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple(&state, &id, Command::Reopen).await
+}
+
+async fn clear_recurrence(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple(&state, &id, Command::ClearRecurrence).await
+}
+
+async fn add_tag(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let target = task_target(&id)?;
+    let tag = input::tag(call.object()?).map_err(AppError::Invalid)?;
+    call.run(&state, target, Action::Run(Box::new(Command::AddTag(tag))))
+        .await
+}
+
+async fn remove_tag(
+    State(state): State<AppState>,
+    Path((_, id, tag)): Path<(String, String, String)>,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    call.simple(&state, &id, Command::RemoveTag(tag)).await
+}
+
+async fn set_recurrence(
+    State(state): State<AppState>,
+    Path((_, id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let target = task_target(&id)?;
+    // Without a basis, a task with a due date recurs from it; the aggregate re-checks.
+    let has_due = {
+        let guard = state.service.state().read();
+        let entry = match target {
+            Target::Id(id) => guard.task_of(&call.user.0, id),
+            Target::Number(n) => guard.task_by_number(&call.user.0, n),
+            _ => None,
+        };
+        entry.is_some_and(|e| e.task.due.is_some())
+    };
+    let recurrence = input::recurrence(call.object()?, has_due).map_err(AppError::Invalid)?;
+    call.run(
+        &state,
+        target,
+        Action::Run(Box::new(Command::SetRecurrence(recurrence))),
+    )
+    .await
+}
+
+async fn add_reminder(
+    State(state): State<AppState>,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let mut object = call.object()?;
+    let target = match object.remove("task_id") {
+        Some(Value::String(s)) => task_target(&s)?,
+        Some(Value::Number(n)) if n.as_u64().is_some() => Target::Number(n.as_u64().unwrap_or(0)),
+        _ => {
+            return Err(AppError::Invalid(vec![FieldError::new(
+                "task_id",
+                "required",
+                "give the task's id or number",
+            )]));
+        }
+    };
+    let time = input::reminder_time(Value::Object(object)).map_err(|mut e| {
+        e.field = e.field.trim_start_matches('.').to_owned();
+        AppError::Invalid(vec![e])
+    })?;
+    let command = Command::AddReminder {
+        reminder_id: Uuid::now_v7(),
+        time,
+    };
+    call.run(&state, target, Action::Run(Box::new(command)))
+        .await
+}
+
+async fn remove_reminder(
+    State(state): State<AppState>,
+    Path((_, reminder_id)): TaskPath,
+    call: CommandCall,
+) -> Result<Response, AppError> {
+    let reminder_id = Uuid::parse_str(&reminder_id).map_err(|_| {
+        AppError::Domain(DomainError::NotFound {
+            code: "reminder_not_found",
+            message: "no such reminder".into(),
+        })
+    })?;
+    call.no_body()?;
+    call.run(
+        &state,
+        Target::Reminder(reminder_id),
+        Action::Run(Box::new(Command::RemoveReminder { reminder_id })),
+    )
+    .await
+}

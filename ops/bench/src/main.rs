@@ -1,0 +1,40 @@
+//! `taskstream-bench`: benchmarks of Taskstream against a real broker.
+//!
+//! One subcommand per benchmark, each in its own module:
+//!
+//! - `log` ([`log`]): raw rdkafka produce vs. the event store's `Appender::append`, and the
+//!   append-then-confirm latency of a `Writer`.
+//!
+//! Shared pieces: [`measure`] (driving operations with bounded concurrency, latency histograms,
+//! the results table) and [`workload`] (realistic commits of many users).
+//!
+//! Run in release mode: `cargo run --release -p taskstream-bench -- log`.
+
+mod log;
+mod measure;
+mod workload;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of Taskstream against a real broker.
+#[derive(Debug, Parser)]
+#[command(name = "taskstream-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append throughput and latency: raw rdkafka produce vs. event-store appends, and
+    /// append-then-confirm latency of a writer.
+    Log(log::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Log(args) => log::run(args).await,
+    }
+}

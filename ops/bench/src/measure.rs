@@ -1,0 +1,203 @@
+//! Measuring: running operations with a bounded number in flight, latency histograms with
+//! microsecond resolution, and the aligned results table every benchmark prints.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, stream};
+use hdrhistogram::Histogram;
+
+/// The longest latency a histogram tracks exactly (one hour); longer ones saturate.
+const MAX_TRACKED_MICROS: u64 = 3_600_000_000;
+
+/// Latencies in microseconds (three significant digits), reported in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    pub fn new() -> Result<Self> {
+        Histogram::new_with_bounds(1, MAX_TRACKED_MICROS, 3)
+            .map(Self)
+            .context("create a latency histogram")
+    }
+
+    /// Records one operation's latency (at least 1 µs; saturating beyond an hour).
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    /// The latency at `quantile` (0.0..=1.0), in milliseconds.
+    pub fn quantile_ms(&self, quantile: f64) -> f64 {
+        micros_to_ms(self.0.value_at_quantile(quantile))
+    }
+
+    /// The largest latency recorded, in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        micros_to_ms(self.0.max())
+    }
+}
+
+fn micros_to_ms(micros: u64) -> f64 {
+    micros as f64 / 1_000.0
+}
+
+/// What one timed run of operations produced.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Operations completed.
+    pub operations: u64,
+    /// Wall time from the first operation's start to the last one's completion.
+    pub elapsed: Duration,
+    /// Each operation's latency, from its start to its completion.
+    pub latencies: Latencies,
+}
+
+impl Measurement {
+    /// Operations completed per second of wall time.
+    pub fn throughput(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.operations as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs `op` on every item with up to `concurrency` operations in flight, timing each from its
+/// first poll to its completion. Stops at the first error.
+pub async fn run_concurrently<I, F, Fut>(
+    items: I,
+    concurrency: usize,
+    mut op: F,
+) -> Result<Measurement>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut latencies = Latencies::new()?;
+    let mut operations = 0;
+    let started = Instant::now();
+    let mut in_flight = stream::iter(items)
+        .map(|item| {
+            let operation = op(item);
+            async move {
+                let started = Instant::now();
+                operation.await.map(|()| started.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(latency) = in_flight.next().await {
+        latencies.record(latency?);
+        operations += 1;
+    }
+    Ok(Measurement {
+        operations,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// An aligned table of measurements: one row per run.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<(String, Measurement)>,
+}
+
+impl Table {
+    pub fn push(&mut self, label: impl Into<String>, measurement: Measurement) {
+        self.rows.push((label.into(), measurement));
+    }
+
+    /// The table as text, one line per row after the header, each ending in a newline.
+    pub fn render(&self) -> String {
+        let width = self
+            .rows
+            .iter()
+            .map(|(label, _)| label.len())
+            .chain([HEADER_LABEL.len()])
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{HEADER_LABEL:<width$}  {:>8}  {:>7}  {:>10}  {:>8}  {:>8}  {:>8}",
+            "records", "secs", "records/s", "p50 ms", "p99 ms", "max ms"
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            "-".repeat(width + 2 + 8 + 2 + 7 + 2 + 10 + 3 * 10)
+        );
+        for (label, m) in &self.rows {
+            let _ = writeln!(
+                out,
+                "{label:<width$}  {:>8}  {:>7.2}  {:>10.0}  {:>8.2}  {:>8.2}  {:>8.2}",
+                m.operations,
+                m.elapsed.as_secs_f64(),
+                m.throughput(),
+                m.latencies.quantile_ms(0.50),
+                m.latencies.quantile_ms(0.99),
+                m.latencies.max_ms(),
+            );
+        }
+        out
+    }
+}
+
+const HEADER_LABEL: &str = "phase";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_are_reported_in_milliseconds() {
+        let mut latencies = Latencies::new().expect("histogram");
+        for ms in 1..=100 {
+            latencies.record(Duration::from_millis(ms));
+        }
+        assert!((latencies.quantile_ms(0.5) - 50.0).abs() < 0.1);
+        assert!((latencies.quantile_ms(0.99) - 99.0).abs() < 0.1);
+        assert!((latencies.max_ms() - 100.0).abs() < 0.1);
+    }
+
+    #[tokio::test]
+    async fn runs_every_item_and_stops_at_the_first_error() {
+        let m = run_concurrently(0..10, 3, |_| async { Ok(()) })
+            .await
+            .expect("no error");
+        assert_eq!(m.operations, 10);
+        let failed = run_concurrently(0..10, 3, |i| async move {
+            anyhow::ensure!(i != 4, "item {i} failed");
+            Ok(())
+        })
+        .await;
+        assert!(failed.is_err());
+    }
+
+    #[test]
+    fn table_rows_line_up() {
+        let mut table = Table::default();
+        let m = Measurement {
+            operations: 5,
+            elapsed: Duration::from_secs(1),
+            latencies: Latencies::new().expect("histogram"),
+        };
+        table.push("short", m.clone());
+        table.push("a much longer label", m);
+        let text = table.render();
+        let lengths: Vec<usize> = text
+            .lines()
+            .filter(|l| !l.starts_with('-'))
+            .map(str::len)
+            .collect();
+        assert_eq!(lengths.len(), 3);
+        assert!(lengths.iter().all(|l| *l == lengths[0]), "{text}");
+    }
+}
