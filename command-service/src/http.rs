@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post, put};
 use event_store::{Actor, Idempotency};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use service_kit::auth::{AuthUser, Jwt};
 use sha2::{Digest, Sha256};
@@ -18,8 +17,11 @@ use uuid::Uuid;
 use crate::domain::{Command, DomainError, FieldError};
 use crate::error::AppError;
 use crate::input;
+use crate::openapi::{
+    CommandAnswer, NewReminderInput, ProblemBody, RecurrenceInput, TagInput, TaskInput,
+    TaskPatchInput,
+};
 use crate::service::{Action, CommandRequest, CommandService, Outcome, Target};
-use crate::view::TaskView;
 
 /// The header that carries a command's consistency token (also in the body).
 pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
@@ -67,15 +69,6 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The body of a command response: the task, and where its last change is in the log.
-#[derive(Serialize)]
-struct CommandResponse {
-    #[serde(flatten)]
-    task: TaskView,
-    /// Pass it to queries (`consistency_token=`) to read your own write.
-    consistency_token: String,
-}
-
 fn respond(outcome: Outcome, uri: &Uri) -> Response {
     let status = if outcome.created {
         StatusCode::CREATED
@@ -87,7 +80,7 @@ fn respond(outcome: Outcome, uri: &Uri) -> Response {
     let location = format!("{}/{}", uri.path().trim_end_matches('/'), outcome.view.id);
     let mut response = (
         status,
-        axum::Json(CommandResponse {
+        axum::Json(CommandAnswer {
             task: outcome.view,
             consistency_token: token.clone(),
         }),
@@ -292,7 +285,30 @@ impl CommandCall {
 
 type TaskPath = Path<(String, String)>;
 
-async fn create_task(
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/tasks",
+    tag = "tasks",
+    summary = "Create a task",
+    request_body = TaskInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn create_task(
     State(state): State<AppState>,
     call: CommandCall,
 ) -> Result<Response, AppError> {
@@ -311,11 +327,36 @@ async fn create_task(
     .await
 }
 
-async fn replace_task(
+#[utoipa::path(
+    put,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    summary = "Replace a task's editable fields",
+    request_body = TaskInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn replace_task(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     let target = task_target(&id)?;
     let (fields, _) = input::task_fields(call.object()?, false).map_err(AppError::Invalid)?;
     call.run(
@@ -326,82 +367,302 @@ async fn replace_task(
     .await
 }
 
-async fn patch_task(
+#[utoipa::path(
+    patch,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    summary = "Change some fields (JSON merge patch)",
+    request_body = TaskPatchInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn patch_task(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     let target = task_target(&id)?;
     let patch = input::task_patch(call.object()?).map_err(AppError::Invalid)?;
     call.run(&state, target, Action::Run(Box::new(Command::Patch(patch))))
         .await
 }
 
-async fn delete_task(
+#[utoipa::path(
+    delete,
+    path = "/api/{user_id}/tasks/{id}",
+    tag = "tasks",
+    summary = "Delete a task",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn delete_task(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     call.simple(&state, &id, Command::Delete).await
 }
 
-async fn toggle_complete(
+#[utoipa::path(
+    patch,
+    path = "/api/{user_id}/tasks/{id}/complete",
+    tag = "tasks",
+    summary = "Toggle completion (complete an open task, reopen a completed one)",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn toggle_complete(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     call.simple_action(&state, &id, Action::ToggleComplete)
         .await
 }
 
-async fn complete_task(
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/tasks/{id}/complete",
+    tag = "tasks",
+    summary = "Complete a task",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn complete_task(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     call.simple(&state, &id, Command::Complete).await
 }
 
-async fn reopen_task(
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/tasks/{id}/reopen",
+    tag = "tasks",
+    summary = "Reopen a completed task",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn reopen_task(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     call.simple(&state, &id, Command::Reopen).await
 }
 
-async fn clear_recurrence(
+#[utoipa::path(
+    delete,
+    path = "/api/{user_id}/tasks/{id}/recurrence",
+    tag = "tasks",
+    summary = "Clear the recurrence rule",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn clear_recurrence(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     call.simple(&state, &id, Command::ClearRecurrence).await
 }
 
-async fn add_tag(
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/tasks/{id}/tags",
+    tag = "tasks",
+    summary = "Add a tag",
+    request_body = TagInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn add_tag(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     let target = task_target(&id)?;
     let tag = input::tag(call.object()?).map_err(AppError::Invalid)?;
     call.run(&state, target, Action::Run(Box::new(Command::AddTag(tag))))
         .await
 }
 
-async fn remove_tag(
+#[utoipa::path(
+    delete,
+    path = "/api/{user_id}/tasks/{id}/tags/{tag}",
+    tag = "tasks",
+    summary = "Remove a tag (ignoring case)",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("tag" = String, Path, description = "The tag"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn remove_tag(
     State(state): State<AppState>,
-    Path((_, id, tag)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id, tag) = path;
     call.simple(&state, &id, Command::RemoveTag(tag)).await
 }
 
-async fn set_recurrence(
+#[utoipa::path(
+    put,
+    path = "/api/{user_id}/tasks/{id}/recurrence",
+    tag = "tasks",
+    summary = "Set the recurrence rule",
+    request_body = RecurrenceInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("id" = String, Path, description = "Task UUID or per-user task number"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn set_recurrence(
     State(state): State<AppState>,
-    Path((_, id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, id) = path;
     let target = task_target(&id)?;
     // Without a basis, a task with a due date recurs from it; the aggregate re-checks.
     let has_due = {
@@ -422,7 +683,30 @@ async fn set_recurrence(
     .await
 }
 
-async fn add_reminder(
+#[utoipa::path(
+    post,
+    path = "/api/{user_id}/reminders",
+    tag = "tasks",
+    summary = "Add a reminder to a task",
+    request_body = NewReminderInput,
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn add_reminder(
     State(state): State<AppState>,
     call: CommandCall,
 ) -> Result<Response, AppError> {
@@ -450,11 +734,35 @@ async fn add_reminder(
         .await
 }
 
-async fn remove_reminder(
+#[utoipa::path(
+    delete,
+    path = "/api/{user_id}/reminders/{reminder_id}",
+    tag = "tasks",
+    summary = "Remove a reminder",
+    params(
+        ("user_id" = String, Path, description = "The user (the token's sub)"),
+        ("reminder_id" = String, Path, description = "The reminder's UUID"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+    ),
+    responses(
+        (status = 200, description = "The task after the command", body = CommandAnswer),
+        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn remove_reminder(
     State(state): State<AppState>,
-    Path((_, reminder_id)): TaskPath,
+    Path(path): TaskPath,
     call: CommandCall,
 ) -> Result<Response, AppError> {
+    let (_, reminder_id) = path;
     let reminder_id = Uuid::parse_str(&reminder_id).map_err(|_| {
         AppError::Domain(DomainError::NotFound {
             code: "reminder_not_found",

@@ -11,12 +11,14 @@
 //! - [`state`]: the aggregates' state, rebuilt from the log and kept current by its tail.
 //! - [`service`]: the command pipeline (idempotency, `If-Match`, append, confirm, retry).
 //! - [`http`]: routes, headers and responses; [`error`]: problem+json errors.
+//! - [`openapi`]: the OpenAPI document (`/openapi.json`) and docs UI (`/docs`).
 //! - [`build`]: wires it all from [`Settings`].
 
 pub mod domain;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod openapi;
 pub mod service;
 pub mod state;
 pub mod view;
@@ -108,6 +110,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
         });
     let router = Router::new()
         .merge(http::routes(app_state))
+        .merge(openapi::routes())
         .merge(ops_routes(readiness));
     HttpApp::bind(settings.http.addr(), router, SERVICE).await
 }

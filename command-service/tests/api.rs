@@ -589,3 +589,51 @@ async fn broker_down_is_503_with_retry_after_and_recovers() {
     let task = recovered.expect("the service recovers once the broker is back");
     assert_eq!(task["title"], "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_and_the_docs_ui_is_served() {
+    let app = TestApp::on_fresh_topic().await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/api/{user_id}/tasks", &["post"][..]),
+        ("/api/{user_id}/tasks/{id}", &["put", "patch", "delete"][..]),
+        ("/api/{user_id}/tasks/{id}/complete", &["patch", "post"][..]),
+        ("/api/{user_id}/tasks/{id}/reopen", &["post"][..]),
+        ("/api/{user_id}/tasks/{id}/tags", &["post"][..]),
+        ("/api/{user_id}/tasks/{id}/tags/{tag}", &["delete"][..]),
+        (
+            "/api/{user_id}/tasks/{id}/recurrence",
+            &["put", "delete"][..],
+        ),
+        ("/api/{user_id}/reminders", &["post"][..]),
+        ("/api/{user_id}/reminders/{reminder_id}", &["delete"][..]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} is documented"
+            );
+        }
+    }
+    assert!(doc["components"]["schemas"]["CommandAnswer"].is_object());
+    let docs = app
+        .client
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(
+        docs.text().await.expect("text").contains("openapi"),
+        "the UI loads the document"
+    );
+}

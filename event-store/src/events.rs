@@ -69,6 +69,7 @@ impl EventPayload {
 }
 
 /// How urgent a task is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -83,6 +84,7 @@ pub enum Priority {
 
 /// When a task is due: a whole day, or an instant (with the zone it was given in, for display and
 /// for recurrence).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Due {
@@ -97,6 +99,7 @@ pub enum Due {
 }
 
 /// Which date the next occurrence of a recurring task counts from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecurrenceBasis {
@@ -107,6 +110,7 @@ pub enum RecurrenceBasis {
 }
 
 /// A recurrence rule: an RFC 5545 `RRULE` evaluated in the user's time zone.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recurrence {
     /// For example `FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=12`.
@@ -189,6 +193,7 @@ pub struct RecurrenceSet {
 pub struct RecurrenceCleared {}
 
 /// When a reminder goes off: at an instant, or a number of seconds before the task is due.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReminderTime {

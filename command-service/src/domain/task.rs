@@ -19,7 +19,7 @@ use super::validate::{self, FieldError, TaskFields, TaskPatch};
 pub const REMINDERS_MAX: usize = 20;
 
 /// Where a task is in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     #[default]
