@@ -136,6 +136,14 @@ async fn metrics() -> Response {
 pub fn finish(router: Router, service: &'static str) -> Router {
     router
         .fallback(|| async { Problem::not_found().detail("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+            .detail("this route does not take that method")
+        })
         .layer(middleware::from_fn(move |req, next| {
             record_metrics(service, req, next)
         }))

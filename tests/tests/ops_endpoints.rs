@@ -54,6 +54,19 @@ async fn every_service_is_healthy_ready_and_exports_metrics() {
         let problem: serde_json::Value = missing.json().await.expect("json");
         assert_eq!(problem["code"], "not_found");
 
+        let wrong_method = service
+            .client
+            .delete(format!("{}/health", service.base_url))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(wrong_method.status(), 405, "{name}");
+        assert_eq!(
+            wrong_method.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+
         let metrics = service.get("/metrics").await;
         assert_eq!(metrics.status(), 200);
         let text = metrics.text().await.expect("text");

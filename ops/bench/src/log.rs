@@ -43,7 +43,7 @@ use crate::workload::Workload;
 const TARGET_PERCENT: f64 = 80.0;
 
 /// Untimed operations before each timed run.
-const WARMUP_RECORDS: usize = 200;
+pub const WARMUP_RECORDS: usize = 200;
 
 /// Untimed appends before the append-then-confirm runs.
 const CONFIRM_WARMUP_RECORDS: usize = 20;
@@ -178,14 +178,8 @@ pub async fn run(args: Args) -> Result<()> {
         .iter()
         .map(|c| partition_for(c.user_id().as_str(), args.partitions))
         .collect();
-    let raw_warmup: Vec<RawRecord> = warmup
-        .iter()
-        .map(|c| RawRecord::of(c, args.partitions))
-        .collect();
-    let raw: Vec<RawRecord> = commits
-        .iter()
-        .map(|c| RawRecord::of(c, args.partitions))
-        .collect();
+    let raw_warmup = raw_records(&warmup, args.partitions);
+    let raw = raw_records(&commits, args.partitions);
     let sizes = raw.iter().map(|r| r.value.len());
     let value_bytes = match (sizes.clone().min(), sizes.max()) {
         (Some(min), Some(max)) if min == max => format!("{min} bytes"),
@@ -338,11 +332,43 @@ fn print_parameters(args: &Args, value_bytes: &str, partitions_used: usize) {
     }
 }
 
+/// The raw produce phase on its own, for benchmarks that compare with it: builds `records`
+/// commits (plus [`WARMUP_RECORDS`] untimed warm-up ones) of `users` users padded to
+/// `payload_bytes`, and sends them as plain records without headers to a fresh topic, up to
+/// `concurrency` in flight.
+pub async fn raw_produce_on_fresh_topic(
+    base: &LogConfig,
+    users: usize,
+    payload_bytes: usize,
+    records: usize,
+    concurrency: usize,
+) -> Result<Measurement> {
+    let mut workload = Workload::new("user", users, payload_bytes)?;
+    let warmup = raw_records(&workload.commits(WARMUP_RECORDS)?, base.partitions);
+    let records = raw_records(&workload.commits(records)?, base.partitions);
+    let config = fresh_topic(base).await?;
+    raw_produce(
+        &config,
+        (&warmup, &records),
+        concurrency,
+        RawHeaders::Without,
+    )
+    .await
+}
+
+/// The records raw produce sends for `commits`.
+fn raw_records(commits: &[Commit], partitions: i32) -> Vec<RawRecord> {
+    commits
+        .iter()
+        .map(|c| RawRecord::of(c, partitions))
+        .collect()
+}
+
 /// Creates a topic `bench.<uuid>` with the configured partitions; returns its config.
 ///
 /// Benchmark topics are left in place: tansu 0.6.0 can lose its storage service when a topic is
 /// deleted while a consumer still fetches from it, which takes the whole broker down.
-async fn fresh_topic(base: &LogConfig) -> Result<LogConfig> {
+pub async fn fresh_topic(base: &LogConfig) -> Result<LogConfig> {
     let topic = format!("bench.{}", Uuid::new_v4());
     let config = LogConfig {
         topic: topic.clone(),

@@ -38,6 +38,16 @@ impl Latencies {
     pub fn max_ms(&self) -> f64 {
         micros_to_ms(self.0.max())
     }
+
+    /// Adds every latency recorded in `other`.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        self.0.add(&other.0).context("merge latency histograms")
+    }
+
+    /// Latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
 }
 
 fn micros_to_ms(micros: u64) -> f64 {
@@ -103,12 +113,29 @@ where
 }
 
 /// An aligned table of measurements: one row per run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
+    /// What an operation is called in the column headers (`records`, `records/s`).
+    unit: &'static str,
     rows: Vec<(String, Measurement)>,
 }
 
+impl Default for Table {
+    /// A table of records.
+    fn default() -> Self {
+        Self::of("records")
+    }
+}
+
 impl Table {
+    /// A table whose operations are called `unit` (at most 8 characters line up).
+    pub fn of(unit: &'static str) -> Self {
+        Self {
+            unit,
+            rows: Vec::new(),
+        }
+    }
+
     pub fn push(&mut self, label: impl Into<String>, measurement: Measurement) {
         self.rows.push((label.into(), measurement));
     }
@@ -127,7 +154,12 @@ impl Table {
         let _ = writeln!(
             out,
             "{HEADER_LABEL:<width$}  {:>8}  {:>7}  {:>10}  {:>8}  {:>8}  {:>8}",
-            "records", "secs", "records/s", "p50 ms", "p99 ms", "max ms"
+            self.unit,
+            "secs",
+            format!("{}/s", self.unit),
+            "p50 ms",
+            "p99 ms",
+            "max ms"
         );
         let _ = writeln!(
             out,
@@ -167,6 +199,20 @@ mod tests {
         assert!((latencies.max_ms() - 100.0).abs() < 0.1);
     }
 
+    #[test]
+    fn merged_latencies_hold_both_sets() {
+        let mut fast = Latencies::new().expect("histogram");
+        let mut slow = Latencies::new().expect("histogram");
+        for _ in 0..99 {
+            fast.record(Duration::from_millis(1));
+        }
+        slow.record(Duration::from_millis(500));
+        fast.merge(&slow).expect("merge");
+        assert_eq!(fast.count(), 100);
+        assert!((fast.quantile_ms(0.5) - 1.0).abs() < 0.01);
+        assert!((fast.max_ms() - 500.0).abs() < 0.5);
+    }
+
     #[tokio::test]
     async fn runs_every_item_and_stops_at_the_first_error() {
         let m = run_concurrently(0..10, 3, |_| async { Ok(()) })
@@ -198,6 +244,27 @@ mod tests {
             .map(str::len)
             .collect();
         assert_eq!(lengths.len(), 3);
+        assert!(lengths.iter().all(|l| *l == lengths[0]), "{text}");
+    }
+
+    #[test]
+    fn table_headers_name_the_unit() {
+        let mut table = Table::of("commands");
+        table.push(
+            "create",
+            Measurement {
+                operations: 5,
+                elapsed: Duration::from_secs(1),
+                latencies: Latencies::new().expect("histogram"),
+            },
+        );
+        let text = table.render();
+        assert!(text.contains("commands/s"), "{text}");
+        let lengths: Vec<usize> = text
+            .lines()
+            .filter(|l| !l.starts_with('-'))
+            .map(str::len)
+            .collect();
         assert!(lengths.iter().all(|l| *l == lengths[0]), "{text}");
     }
 }
