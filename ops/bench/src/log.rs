@@ -444,7 +444,8 @@ async fn event_store_append(
     run_concurrently(commits, concurrency, op).await
 }
 
-async fn append(appender: &Appender, commit: &Commit) -> Result<()> {
+/// Appends `commit`, with the commit id as context of an error.
+pub async fn append(appender: &Appender, commit: &Commit) -> Result<()> {
     appender
         .append(commit)
         .await

@@ -4,12 +4,16 @@
 //!
 //! - `log` ([`log`]): raw rdkafka produce vs. the event store's `Appender::append`, and the
 //!   append-then-confirm latency of a `Writer`.
+//! - `commands` ([`commands`]): command-service over HTTP in this process — closed-loop peak
+//!   throughput against raw produce, open-loop latency at half of the peak, and the restart time
+//!   with a long log.
 //!
 //! Shared pieces: [`measure`] (driving operations with bounded concurrency, latency histograms,
 //! the results table) and [`workload`] (realistic commits of many users).
 //!
-//! Run in release mode: `cargo run --release -p taskstream-bench -- log`.
+//! Run in release mode: `cargo run --release -p taskstream-bench -- log` (or `-- commands`).
 
+mod commands;
 mod log;
 mod measure;
 mod workload;
@@ -29,6 +33,9 @@ enum Command {
     /// Append throughput and latency: raw rdkafka produce vs. event-store appends, and
     /// append-then-confirm latency of a writer.
     Log(log::Args),
+    /// command-service over HTTP: closed-loop throughput vs. raw produce, open-loop latency at
+    /// half of the peak, and restart time.
+    Commands(commands::Args),
 }
 
 #[tokio::main]
@@ -36,5 +43,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Log(args) => log::run(args).await,
+        Command::Commands(args) => commands::run(args).await,
     }
 }
