@@ -637,3 +637,64 @@ async fn the_openapi_document_lists_every_route_and_the_docs_ui_is_served() {
         "the UI loads the document"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_mid_load_gives_only_201_or_503_and_every_201_is_in_the_log() {
+    let mut broker = PrivateBroker::start().await;
+    let mut kafka = fresh_topic(&broker.brokers(), 2).await;
+    kafka.append_timeout_ms = 1_500;
+    kafka.confirm_timeout_ms = 3_000;
+    let app = std::sync::Arc::new(TestApp::start(kafka).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let app = std::sync::Arc::clone(&app);
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let user = format!("user-{w}");
+                    let (status, body) = app
+                        .send(
+                            Method::POST,
+                            &user,
+                            "/tasks",
+                            Some(json!({ "title": format!("t{i}") })),
+                        )
+                        .await;
+                    seen.push((status, body["id"].as_str().map(str::to_owned)));
+                    i += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    broker.start_again().await;
+    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut created = Vec::new();
+    let mut unavailable = 0;
+    for worker in workers {
+        for (status, id) in worker.await.expect("worker") {
+            match status {
+                StatusCode::CREATED => created.push(id.expect("a created task has an id")),
+                StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+                other => panic!("only 201 or 503 while the broker comes and goes, got {other}"),
+            }
+        }
+    }
+    assert!(unavailable > 0, "the outage was noticed");
+    assert!(!created.is_empty());
+    for id in &created {
+        assert_eq!(
+            app.commits_of(id).await.0,
+            1,
+            "acknowledged task {id} is in the log"
+        );
+    }
+}
