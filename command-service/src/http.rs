@@ -18,8 +18,8 @@ use crate::domain::{Command, DomainError, FieldError};
 use crate::error::AppError;
 use crate::input;
 use crate::openapi::{
-    CommandAnswer, NewReminderInput, ProblemBody, RecurrenceInput, TagInput, TaskInput,
-    TaskPatchInput,
+    CommandAnswer, CommandHeaders, CommandProblems, NewReminderInput, RecurrenceInput, TagInput,
+    TaskInput, TaskPatchInput,
 };
 use crate::service::{Action, CommandRequest, CommandService, Outcome, Target};
 
@@ -293,19 +293,11 @@ type TaskPath = Path<(String, String)>;
     request_body = TaskInput,
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 201, description = "Created", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn create_task(
@@ -336,19 +328,11 @@ pub(crate) async fn create_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn replace_task(
@@ -376,19 +360,11 @@ pub(crate) async fn replace_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn patch_task(
@@ -411,19 +387,11 @@ pub(crate) async fn patch_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn delete_task(
@@ -443,19 +411,11 @@ pub(crate) async fn delete_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn toggle_complete(
@@ -476,19 +436,11 @@ pub(crate) async fn toggle_complete(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn complete_task(
@@ -508,19 +460,11 @@ pub(crate) async fn complete_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn reopen_task(
@@ -540,19 +484,11 @@ pub(crate) async fn reopen_task(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn clear_recurrence(
@@ -573,19 +509,11 @@ pub(crate) async fn clear_recurrence(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn add_tag(
@@ -609,19 +537,11 @@ pub(crate) async fn add_tag(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
         ("tag" = String, Path, description = "The tag"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn remove_tag(
@@ -642,19 +562,11 @@ pub(crate) async fn remove_tag(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("id" = String, Path, description = "Task UUID or per-user task number"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn set_recurrence(
@@ -691,19 +603,11 @@ pub(crate) async fn set_recurrence(
     request_body = NewReminderInput,
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn add_reminder(
@@ -742,19 +646,11 @@ pub(crate) async fn add_reminder(
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         ("reminder_id" = String, Path, description = "The reminder's UUID"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the version your change is based on; 412 if the task moved on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: a retry answers the first result; the same key with another body is 422"),
+        CommandHeaders,
     ),
     responses(
         (status = 200, description = "The task after the command", body = CommandAnswer),
-        (status = 400, description = "Malformed JSON or header", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or tag, reminder) for this user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state forbids this", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version; lists the events since", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, all listed; or a reused Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "The token is for another user", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The event log is unavailable or the state is loading; retry after Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn remove_reminder(

@@ -7,7 +7,7 @@
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::domain::TaskStatus;
@@ -127,6 +127,74 @@ pub struct FieldErrorBody {
 
 #[derive(Debug)]
 struct BearerAuth;
+
+/// The headers every command takes.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct CommandHeaders {
+    /// The ETag of the version your change is based on; `412` if the task moved on.
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
+    /// Retry-safe key: a retry answers the first result and appends nothing; the same key with
+    /// another body is `422`.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
+/// The problems every command may answer, as `application/problem+json`.
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum CommandProblems {
+    #[response(
+        status = 400,
+        description = "Malformed JSON or header",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(ProblemBody),
+    #[response(
+        status = 401,
+        description = "Missing, invalid or expired token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(ProblemBody),
+    #[response(
+        status = 403,
+        description = "The token is for another user",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemBody),
+    #[response(
+        status = 404,
+        description = "No such task (or tag, reminder) for this user",
+        content_type = "application/problem+json"
+    )]
+    NotFound(ProblemBody),
+    #[response(
+        status = 409,
+        description = "The task's state forbids this",
+        content_type = "application/problem+json"
+    )]
+    Conflict(ProblemBody),
+    #[response(
+        status = 412,
+        description = "If-Match names an older version; lists the events since",
+        content_type = "application/problem+json"
+    )]
+    Stale(ProblemBody),
+    #[response(
+        status = 422,
+        description = "Invalid fields, all listed; or a reused Idempotency-Key",
+        content_type = "application/problem+json"
+    )]
+    Invalid(ProblemBody),
+    #[response(
+        status = 503,
+        description = "The event log is unavailable or the state is loading; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemBody),
+}
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -625,6 +625,21 @@ async fn the_openapi_document_lists_every_route_and_the_docs_ui_is_served() {
         }
     }
     assert!(doc["components"]["schemas"]["CommandAnswer"].is_object());
+    let patch = &paths["/api/{user_id}/tasks/{id}"]["patch"];
+    let params: Vec<&str> = patch["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    for name in ["user_id", "id", "If-Match", "Idempotency-Key"] {
+        assert!(params.contains(&name), "{name} in {params:?}");
+    }
+    assert!(
+        patch["responses"]["412"]["content"]["application/problem+json"].is_object(),
+        "{}",
+        patch["responses"]
+    );
     let docs = app
         .client
         .get(format!("{}/docs", app.base))
