@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post, put};
 use event_store::{Actor, Idempotency};
+use opentelemetry::context::FutureExt as _;
 use serde_json::{Map, Value};
 use service_kit::auth::{AuthUser, Jwt};
 use sha2::{Digest, Sha256};
@@ -102,6 +103,19 @@ fn respond(outcome: Outcome, uri: &Uri) -> Response {
         headers.insert(IDEMPOTENT_REPLAY, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// Reads trace-context headers for the OpenTelemetry propagator.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// `{id}`: a task UUID or the per-user task number.
@@ -229,7 +243,11 @@ impl CommandCall {
             actor: Actor::User,
             correlation_id: Uuid::now_v7(),
         };
-        let outcome = state.service.execute(request).await?;
+        // A caller's W3C `traceparent` travels on into the commit's Kafka headers.
+        let trace = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(&self.headers))
+        });
+        let outcome = state.service.execute(request).with_context(trace).await?;
         Ok(respond(outcome, &self.uri))
     }
 

@@ -713,3 +713,34 @@ async fn broker_stopped_mid_load_gives_only_201_or_503_and_every_201_is_in_the_l
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_traceparent_travels_into_the_commit_headers() {
+    service_kit::telemetry::init_propagator();
+    let app = TestApp::on_fresh_topic().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = app
+        .request(Method::POST, "alice", "/tasks")
+        .header("traceparent", traceparent)
+        .json(&json!({ "title": "traced" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let mut reader = LogReader::assign_all(&app.kafka, &app.kafka.topic, StartAt::Beginning)
+        .await
+        .expect("reader");
+    let records = reader
+        .read_to_end(Duration::from_secs(10))
+        .await
+        .expect("read");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].header(event_store::log::headers::TRACEPARENT),
+        Some(traceparent)
+    );
+    assert_eq!(
+        records[0].header(event_store::log::headers::EVENT_TYPE),
+        Some("task.created")
+    );
+}

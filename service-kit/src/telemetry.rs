@@ -33,9 +33,7 @@ impl Default for TelemetrySettings {
 /// Installs the global subscriber and the W3C trace-context propagator (which carries
 /// `traceparent` through Kafka headers). Call once, from `main`.
 pub fn init(settings: &TelemetrySettings) {
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
+    init_propagator();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
     let builder = tracing_subscriber::fmt()
@@ -48,6 +46,13 @@ pub fn init(settings: &TelemetrySettings) {
     if let Err(error) = result {
         eprintln!("tracing subscriber already installed: {error}");
     }
+}
+
+/// Installs the W3C trace-context propagator (`traceparent`, `tracestate`) globally.
+pub fn init_propagator() {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
 }
 
 /// For tests: logs to the test output only when `TEST_LOG` is set.
