@@ -62,15 +62,23 @@ impl Appender {
         })
     }
 
-    fn producer(config: &LogConfig) -> Result<FutureProducer> {
-        config
-            .client_config("appender")
+    /// The producer settings of every append: the idempotent producer with `acks=all`, the
+    /// configured linger and timeout, and Kafka's key partitioner. Public so benchmarks measure
+    /// raw produce with exactly these settings.
+    pub fn producer_config(config: &LogConfig, role: &str) -> rdkafka::ClientConfig {
+        let mut client = config.client_config(role);
+        client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
             .set("linger.ms", config.linger_ms.to_string())
             .set("message.timeout.ms", config.append_timeout_ms.to_string())
-            .set("partitioner", "murmur2_random")
+            .set("partitioner", "murmur2_random");
+        client
+    }
+
+    fn producer(config: &LogConfig) -> Result<FutureProducer> {
+        Self::producer_config(config, "appender")
             .create()
             .map_err(|e| Error::from_kafka(&config.brokers, e))
     }

@@ -30,7 +30,6 @@ use anyhow::{Context, Result, ensure};
 use event_store::log::{admin, headers};
 use event_store::partition::partition_for;
 use event_store::{Appender, Arbiter, Commit, LogConfig, LogTail, StartAt, Writer};
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -388,17 +387,7 @@ async fn raw_produce(
     concurrency: usize,
     headers: RawHeaders,
 ) -> Result<Measurement> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("client.id", format!("{}-raw", config.client_id))
-        .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.max.ms", "1000")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", config.linger_ms.to_string())
-        .set("message.timeout.ms", config.append_timeout_ms.to_string())
-        .set("partitioner", "murmur2_random")
+    let producer: FutureProducer = Appender::producer_config(config, "raw")
         .create()
         .with_context(|| format!("create a producer for {}", config.brokers))?;
     let timeout = Timeout::After(Duration::from_millis(config.append_timeout_ms));
