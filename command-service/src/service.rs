@@ -151,7 +151,28 @@ impl CommandService {
 
     async fn execute_locked(&self, request: &CommandRequest) -> Result<Outcome, AppError> {
         let lock = self.user_lock(&request.user);
-        let _guard = lock.lock().await;
+        let result = {
+            let _guard = lock.lock().await;
+            self.decide_and_append(request).await
+        };
+        self.release_user_lock(&request.user, lock);
+        result
+    }
+
+    /// Forgets a user's lock once no request holds or waits for it, so the map stays as small as
+    /// the set of users with commands in flight.
+    fn release_user_lock(&self, user: &UserId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .user_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map and `lock` refer to it: nobody else can take a clone without the map lock.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(user);
+        }
+    }
+
+    async fn decide_and_append(&self, request: &CommandRequest) -> Result<Outcome, AppError> {
         if let Some(replay) = self.replay(request)? {
             return Ok(replay);
         }
