@@ -322,7 +322,7 @@ impl CommandService {
             .map(|r| {
                 r.iter()
                     .filter(|e| e.aggregate_version > expected)
-                    .cloned()
+                    .map(event_store::registry::encode)
                     .collect()
             })
             .unwrap_or_default();

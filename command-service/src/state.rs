@@ -7,9 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use event_store::{
-    Commit, LogPosition, LogRecord, RawEnvelope, TailSink, UserId, Verdict, registry,
-};
+use event_store::{Commit, Event, LogPosition, LogRecord, TailSink, UserId, Verdict};
 use uuid::Uuid;
 
 use crate::domain::Task;
@@ -26,7 +24,7 @@ pub struct TaskEntry {
     /// Where its last accepted commit is in the log.
     pub position: LogPosition,
     /// Its most recent events, oldest first.
-    pub recent: VecDeque<RawEnvelope>,
+    pub recent: VecDeque<Event>,
 }
 
 /// The outcome of a request that carried an `Idempotency-Key`, as recorded from its commit.
@@ -77,7 +75,7 @@ impl Aggregates {
             if entry.recent.len() == RECENT_EVENTS {
                 entry.recent.pop_front();
             }
-            entry.recent.push_back(registry::encode(event));
+            entry.recent.push_back(event.clone());
             match &event.payload {
                 event_store::EventPayload::ReminderAdded(r) => {
                     self.reminders.insert(r.reminder_id, task_id);
