@@ -594,23 +594,9 @@ pub(crate) async fn set_recurrence(
 ) -> Result<Response, AppError> {
     let (_, id) = path;
     let target = task_target(&id)?;
-    // Without a basis, a task with a due date recurs from it; the aggregate re-checks.
-    let has_due = {
-        let guard = state.service.state().read();
-        let entry = match target {
-            Target::Id(id) => guard.task_of(&call.user.0, id),
-            Target::Number(n) => guard.task_by_number(&call.user.0, n),
-            _ => None,
-        };
-        entry.is_some_and(|e| e.task.due.is_some())
-    };
-    let recurrence = input::recurrence(call.object()?, has_due).map_err(AppError::Invalid)?;
-    call.run(
-        &state,
-        target,
-        Action::Run(Box::new(Command::SetRecurrence(recurrence))),
-    )
-    .await
+    let recurrence = input::recurrence(call.object()?).map_err(AppError::Invalid)?;
+    call.run(&state, target, Action::SetRecurrence(recurrence))
+        .await
 }
 
 #[utoipa::path(

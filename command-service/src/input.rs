@@ -28,6 +28,31 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, FieldError> {
     }
 }
 
+/// A checked recurrence whose `basis` may still be open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecurrenceSpec {
+    rrule: String,
+    tz: String,
+    basis: Option<RecurrenceBasis>,
+}
+
+impl RecurrenceSpec {
+    /// The recurrence, counted from the due date when none was given and the task has one,
+    /// else from the completion date.
+    pub fn with_default_basis(self, has_due: bool) -> Recurrence {
+        let basis = self.basis.unwrap_or(if has_due {
+            RecurrenceBasis::DueDate
+        } else {
+            RecurrenceBasis::CompletionDate
+        });
+        Recurrence {
+            rrule: self.rrule,
+            tz: self.tz,
+            basis,
+        }
+    }
+}
+
 /// Reads fields out of an object, recording type errors and unknown fields.
 struct Reader {
     object: Map<String, Value>,
@@ -151,7 +176,7 @@ impl Reader {
         }
     }
 
-    fn recurrence(&mut self, has_due: bool) -> Field<Recurrence> {
+    fn recurrence(&mut self) -> Field<RecurrenceSpec> {
         let value = match self.take("recurrence") {
             Field::Value(Value::Object(map)) => map,
             Field::Value(_) => {
@@ -166,15 +191,14 @@ impl Reader {
         let tz = inner.timezone("timezone").unwrap_or_else(|| "UTC".into());
         let basis = match inner.string("basis") {
             Field::Value(b) => match b.as_str() {
-                "due_date" => Some(RecurrenceBasis::DueDate),
-                "completion_date" => Some(RecurrenceBasis::CompletionDate),
+                "due_date" => Ok(Some(RecurrenceBasis::DueDate)),
+                "completion_date" => Ok(Some(RecurrenceBasis::CompletionDate)),
                 _ => {
                     inner.error("basis", "invalid", "must be due_date or completion_date");
-                    None
+                    Err(())
                 }
             },
-            _ if has_due => Some(RecurrenceBasis::DueDate),
-            _ => Some(RecurrenceBasis::CompletionDate),
+            _ => Ok(None),
         };
         inner.reject_unknown();
         for mut e in inner.errors.into_vec() {
@@ -194,12 +218,12 @@ impl Reader {
             return Field::Absent;
         }
         match basis {
-            Some(basis) => Field::Value(Recurrence {
+            Ok(basis) => Field::Value(RecurrenceSpec {
                 rrule: rrule.to_uppercase(),
                 tz,
                 basis,
             }),
-            None => Field::Absent,
+            Err(()) => Field::Absent,
         }
     }
 
@@ -354,7 +378,10 @@ pub fn task_fields(
     let due = r.due().value();
     let raw_tags = r.strings("tags").value().unwrap_or_default();
     let tags = validate::tags("tags", &raw_tags, &mut r.errors);
-    let recurrence = r.recurrence(due.is_some()).value();
+    let recurrence = r
+        .recurrence()
+        .value()
+        .map(|spec| spec.with_default_basis(due.is_some()));
     let reminders = if allow_reminders {
         r.reminders()
     } else {
@@ -411,8 +438,8 @@ pub fn task_patch(object: Map<String, Value>) -> Result<TaskPatch, Vec<FieldErro
         Field::Absent => {}
     }
     let has_due = matches!(patch.due, Some(Some(_)));
-    match r.recurrence(has_due) {
-        Field::Value(rec) => patch.recurrence = Some(Some(rec)),
+    match r.recurrence() {
+        Field::Value(spec) => patch.recurrence = Some(Some(spec.with_default_basis(has_due))),
         Field::Null => patch.recurrence = Some(None),
         Field::Absent => {}
     }
@@ -421,15 +448,13 @@ pub fn task_patch(object: Map<String, Value>) -> Result<TaskPatch, Vec<FieldErro
     errors.finish(|| patch)
 }
 
-/// The body of `PUT /tasks/{id}/recurrence`.
-pub fn recurrence(
-    object: Map<String, Value>,
-    has_due: bool,
-) -> Result<Recurrence, Vec<FieldError>> {
+/// The body of `PUT /tasks/{id}/recurrence`. Without a `basis`, the pipeline picks one from the
+/// task's due date under the user's lock.
+pub fn recurrence(object: Map<String, Value>) -> Result<RecurrenceSpec, Vec<FieldError>> {
     let mut wrapper = Map::new();
     wrapper.insert("recurrence".into(), Value::Object(object));
     let mut r = Reader::new(wrapper);
-    let recurrence = r.recurrence(has_due).value();
+    let recurrence = r.recurrence().value();
     let Reader { errors, .. } = r;
     let recurrence = errors.finish(|| recurrence)?;
     recurrence.ok_or_else(|| {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::{Command, Task, TaskStatus};
 use crate::error::AppError;
+use crate::input::RecurrenceSpec;
 use crate::state::SharedState;
 use crate::view::TaskView;
 
@@ -58,6 +59,8 @@ pub enum Action {
     Run(Box<Command>),
     /// `PATCH …/complete`: complete an open task, reopen a completed one.
     ToggleComplete,
+    /// `PUT …/recurrence`: without a basis, it counts from the due date if the task has one.
+    SetRecurrence(RecurrenceSpec),
 }
 
 impl Action {
@@ -66,6 +69,9 @@ impl Action {
             Action::Run(command) => (**command).clone(),
             Action::ToggleComplete if task.status == TaskStatus::Completed => Command::Reopen,
             Action::ToggleComplete => Command::Complete,
+            Action::SetRecurrence(spec) => {
+                Command::SetRecurrence(spec.clone().with_default_basis(task.due.is_some()))
+            }
         }
     }
 
@@ -73,6 +79,7 @@ impl Action {
         match self {
             Action::Run(command) => command.name(),
             Action::ToggleComplete => "toggle_complete",
+            Action::SetRecurrence(_) => "set_recurrence",
         }
     }
 }
@@ -116,10 +123,6 @@ impl CommandService {
             state,
             user_locks: Arc::default(),
         }
-    }
-
-    pub fn state(&self) -> &SharedState {
-        &self.state
     }
 
     /// A user's commands run one at a time in this process, so task numbers, idempotency keys and
