@@ -105,6 +105,22 @@ pub enum Error {
     Kafka(#[source] KafkaError),
 }
 
+/// Whether a failed delivery is about the record itself (its size, format or destination), so
+/// that neither a retry nor a fresh producer can help.
+pub(crate) fn record_at_fault(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
 impl Error {
     /// Whether retrying later may succeed (a service answers `503` with `Retry-After`).
     pub fn is_transient(&self) -> bool {
@@ -120,18 +136,7 @@ impl Error {
     /// acknowledged, and a retry with the same idempotency key is safe).
     pub(crate) fn from_kafka(brokers: &str, source: KafkaError) -> Self {
         let code = source.rdkafka_error_code();
-        let record_at_fault = matches!(
-            code,
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidMessage
-                    | RDKafkaErrorCode::InvalidMessageSize
-                    | RDKafkaErrorCode::UnknownTopicOrPartition
-                    | RDKafkaErrorCode::UnknownPartition
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-            )
-        );
-        if matches!(source, KafkaError::MessageProduction(_)) && !record_at_fault {
+        if matches!(source, KafkaError::MessageProduction(_)) && !record_at_fault(code) {
             return Error::Unavailable {
                 brokers: brokers.to_owned(),
                 source,

@@ -11,7 +11,7 @@ use rdkafka::util::Timeout;
 
 use super::{LogConfig, LogPosition, admin};
 use crate::commit::Commit;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, record_at_fault};
 use crate::metrics;
 use crate::partition::partition_for;
 
@@ -188,15 +188,9 @@ impl Appender {
                 // Any failure but a bad record retires the producer: a broker that comes back
                 // may not know its producer id any more (tansu's storage even fails on it), and
                 // a fresh producer starts a clean idempotent session.
+                let code = error.rdkafka_error_code();
                 let stale = producer.client().fatal_error().is_some()
-                    || !matches!(
-                        error.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::QueueFull
-                                | RDKafkaErrorCode::MessageSizeTooLarge
-                                | RDKafkaErrorCode::InvalidMessage
-                        )
-                    );
+                    || !(code == Some(RDKafkaErrorCode::QueueFull) || record_at_fault(code));
                 if stale {
                     self.replace_producer(generation, &error);
                 }
