@@ -68,10 +68,6 @@ impl PrivateBroker {
         broker
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -114,18 +110,7 @@ impl PrivateBroker {
         }
     }
 
-    /// Stops the broker gracefully (SIGTERM) and waits for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the broker again on the same port and storage (after [`stop`](Self::stop) or
-    /// [`kill`](Self::kill)).
+    /// Starts the broker again on the same port and storage (after [`kill`](Self::kill)).
     pub async fn start_again(&mut self) {
         if self.child.is_none() {
             self.spawn().await;
