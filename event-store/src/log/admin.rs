@@ -76,28 +76,42 @@ pub async fn ensure_topic(config: &LogConfig, topic: &str, partitions: i32) -> R
     }
 }
 
-/// The number of partitions of `topic`, or [`Error::TopicMissing`].
-pub async fn partition_count(config: &LogConfig, topic: &str) -> Result<i32> {
+/// Runs `work` with a metadata client of its own on the blocking pool (librdkafka's metadata and
+/// watermark calls block).
+async fn with_metadata_client<T: Send + 'static>(
+    config: &LogConfig,
+    work: impl FnOnce(&BaseConsumer, &str) -> Result<T> + Send + 'static,
+) -> Result<T> {
     let consumer: BaseConsumer = config
         .client_config("metadata")
         .create()
         .map_err(|e| Error::from_kafka(&config.brokers, e))?;
     let brokers = config.brokers.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
-            .map_err(|e| Error::from_kafka(&brokers, e))?;
-        let found = metadata.topics().iter().find(|t| t.name() == topic);
-        match found {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().len() as i32)
-            }
-            _ => Err(Error::TopicMissing(topic)),
+    tokio::task::spawn_blocking(move || work(&consumer, &brokers))
+        .await
+        .map_err(|e| Error::TailStopped(e.to_string()))?
+}
+
+/// `topic`'s partition count as `consumer` sees it, or [`Error::TopicMissing`].
+fn count_partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| Error::from_kafka(brokers, e))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as i32)
         }
+        _ => Err(Error::TopicMissing(topic.to_owned())),
+    }
+}
+
+/// The number of partitions of `topic`, or [`Error::TopicMissing`].
+pub async fn partition_count(config: &LogConfig, topic: &str) -> Result<i32> {
+    let topic = topic.to_owned();
+    with_metadata_client(config, move |consumer, brokers| {
+        count_partitions(consumer, brokers, &topic)
     })
     .await
-    .map_err(|e| Error::TailStopped(e.to_string()))?
 }
 
 /// Checks that the broker answers (used by `/ready`).
@@ -107,23 +121,17 @@ pub async fn ping(config: &LogConfig) -> Result<()> {
 
 /// The low and high watermarks (first offset, next offset) of every partition of `topic`.
 pub async fn watermarks(config: &LogConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
-    let partitions = partition_count(config, topic).await?;
-    let consumer: BaseConsumer = config
-        .client_config("watermarks")
-        .create()
-        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
-    let brokers = config.brokers.clone();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
+    with_metadata_client(config, move |consumer, brokers| {
+        let partitions = count_partitions(consumer, brokers, &topic)?;
         (0..partitions)
             .map(|p| {
                 consumer
                     .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
                     .map(|(low, high)| (p, low, high))
-                    .map_err(|e| Error::from_kafka(&brokers, e))
+                    .map_err(|e| Error::from_kafka(brokers, e))
             })
             .collect()
     })
     .await
-    .map_err(|e| Error::TailStopped(e.to_string()))?
 }
