@@ -98,6 +98,37 @@ pub enum Due {
     },
 }
 
+impl Due {
+    /// The instant the task is due by, for sorting, filters and reminders before the due time:
+    /// the instant itself, or the end of a date-only due (midnight UTC after that date).
+    pub fn deadline(&self) -> DateTime<Utc> {
+        match self {
+            Due::At { at, .. } => *at,
+            Due::Date { date } => date
+                .succ_opt()
+                .unwrap_or(*date)
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc(),
+        }
+    }
+}
+
+impl ReminderTime {
+    /// When a reminder goes off for a task due `due`; `None` for an offset before a due date the
+    /// task does not have.
+    pub fn instant(&self, due: Option<&Due>) -> Option<DateTime<Utc>> {
+        match self {
+            ReminderTime::At { at } => Some(*at),
+            ReminderTime::BeforeDue { seconds } => {
+                let seconds = i64::try_from(*seconds).ok()?;
+                due?.deadline()
+                    .checked_sub_signed(chrono::TimeDelta::try_seconds(seconds)?)
+            }
+        }
+    }
+}
+
 /// Which date the next occurrence of a recurring task counts from.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

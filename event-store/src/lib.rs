@@ -27,6 +27,8 @@ pub mod partition;
 pub mod registry;
 #[cfg(feature = "test-support")]
 pub mod testing;
+#[cfg(feature = "test-support")]
+pub mod workload;
 
 pub use arbiter::{Arbiter, Verdict};
 pub use commit::{Commit, Idempotency};

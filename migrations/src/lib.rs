@@ -5,6 +5,8 @@
 //!
 //! - `sql/<timestamp>_<name>.sql`: forward-only migrations, applied in order, each once.
 //! - [`MIGRATOR`] / [`run`]: apply them.
+//! - `read-model/tables.sql` and [`generations`]: the read models, created in a schema per
+//!   generation so a rebuild fills a new one while the active one serves.
 //! - [`testing`] (feature `test-support`): a fresh, migrated database per test.
 
 use sqlx::PgPool;
@@ -19,6 +21,8 @@ pub async fn run(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await?;
     Ok(())
 }
+
+pub mod generations;
 
 #[cfg(feature = "test-support")]
 pub mod testing {

@@ -1,11 +1,32 @@
 //! projection-service: Idempotent projectors from the event log into Postgres read models.
 //!
-//! Consumes the event log in a consumer group and maintains the Postgres read models
-//! idempotently (`processed_events`, offsets stored with each batch).
+//! Consumes the event log in a consumer group; each batch is one Postgres transaction that
+//! records the batch's event ids in `processed_events`, applies the log-order arbitration rule
+//! and every projector, and stores the consumed offsets. Read models live in a schema per
+//! *generation* (see [`migrations::generations`]), so a rebuild fills a new one while the active
+//! one serves.
 //!
 //! # Layout
 //!
-//! - [`Application`]: applies the migrations and serves the ops endpoints, from [`Settings`].
+//! - [`model`]: the pure core — how events change rows, and the plan of one batch.
+//! - [`store`]: one batch in one transaction against a generation.
+//! - [`projector`]: the live consumer loop, retries and lag metrics.
+//! - [`rebuild`]: rebuild into a new generation and switch over.
+//! - [`dead_letters`]: the dead-letter topic, listing and re-driving.
+//! - [`audit`]: the audit trail from the log, and its verification against Postgres.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`build`]: wires the service from [`Settings`].
+
+pub mod audit;
+pub mod dead_letters;
+pub mod metrics;
+pub mod model;
+pub mod projector;
+pub mod rebuild;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use event_store::LogConfig;
@@ -14,6 +35,10 @@ use service_kit::database::DatabaseSettings;
 use service_kit::http::{HttpApp, Readiness, broker_check, database_check, ops_routes};
 use service_kit::settings::HttpSettings;
 use service_kit::telemetry::TelemetrySettings;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetterTopic;
+use crate::projector::LiveOptions;
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "projection-service";
@@ -25,7 +50,35 @@ pub struct Settings {
     pub http: HttpSettings,
     pub kafka: LogConfig,
     pub database: DatabaseSettings,
+    pub projection: ProjectionSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// How the projector reads and batches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProjectionSettings {
+    /// The partitions this process projects: `all`, or a list such as `0-5` or `0,3,6,9` (one
+    /// share per replica). Replicas that overlap stay correct (each batch locks its partitions'
+    /// offsets in Postgres and skips what is already applied), they only duplicate work.
+    pub partitions: String,
+    /// Most records in one batch (one transaction).
+    pub batch_max: usize,
+    /// How long a batch waits for its first record.
+    pub batch_wait_ms: u64,
+    /// How often the lag gauges are updated.
+    pub lag_interval_ms: u64,
+}
+
+impl Default for ProjectionSettings {
+    fn default() -> Self {
+        Self {
+            partitions: "all".into(),
+            batch_max: 2_000,
+            batch_wait_ms: 100,
+            lag_interval_ms: 5_000,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -34,20 +87,64 @@ impl Default for Settings {
             http: HttpSettings::with_port(8083),
             kafka: LogConfig::default(),
             database: DatabaseSettings::default(),
+            projection: ProjectionSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
 }
 
-/// Builds the service and binds its port; run it with [`HttpApp::run`].
+/// Builds the service, binds its port and starts projecting; see [`build_with`].
 pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
+    build_with(settings, CancellationToken::new()).await
+}
+
+/// Applies the migrations, starts the projector and the lag watcher (both stop when `cancel`
+/// fires) and binds the ops endpoints.
+pub async fn build_with(settings: Settings, cancel: CancellationToken) -> anyhow::Result<HttpApp> {
     let pool = settings.database.pool()?;
     migrations::run(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("applying migrations: {e:#}"))?;
+    migrations::generations::ensure_active(&pool).await?;
+    let sink = Arc::new(DeadLetterTopic::connect(&settings.kafka).await?);
+    let last_seen = projector::LastSeen::default();
+    let options = LiveOptions {
+        partitions: projector::parse_partitions(&settings.projection.partitions)
+            .map_err(|e| anyhow::anyhow!("projection.partitions: {e}"))?,
+        batch_max: settings.projection.batch_max,
+        batch_wait: Duration::from_millis(settings.projection.batch_wait_ms),
+    };
+    tokio::spawn(projector::watch_lag(
+        settings.kafka.clone(),
+        pool.clone(),
+        last_seen.clone(),
+        Duration::from_millis(settings.projection.lag_interval_ms),
+        cancel.clone(),
+    ));
+    {
+        let (config, pool, cancel) = (settings.kafka.clone(), pool.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(error) =
+                projector::run_live(config, pool, sink, options, last_seen, cancel).await
+            {
+                tracing::error!(error = format!("{error:#}"), "the projector stopped");
+            }
+        });
+    }
+    let generation_pool = pool.clone();
     let readiness = Readiness::new()
         .check("broker", broker_check(settings.kafka.clone()))
-        .check("database", database_check(pool));
+        .check("database", database_check(pool))
+        .check("read_models", move || {
+            let pool = generation_pool.clone();
+            Box::pin(async move {
+                match migrations::generations::active(&pool).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("no active read-model generation".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        });
     let router = Router::new().merge(ops_routes(readiness));
     HttpApp::bind(settings.http.addr(), router, SERVICE).await
 }

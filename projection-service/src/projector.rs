@@ -1,0 +1,344 @@
+//! The live projector: reads the log in a consumer group and applies each batch to the active
+//! read-model generation in one Postgres transaction, retrying a failed batch until it commits
+//! (nothing is ever skipped), and follows a switch-over to a rebuilt generation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use event_store::{LogConfig, LogReader, LogRecord, StartAt};
+use migrations::generations;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetterSink;
+use crate::metrics;
+use crate::model::{Input, Tally};
+use crate::store::{self, Mode, Outcome, Statements};
+
+/// How often the same gap may be seen before the projector accepts that the log has no records
+/// there (it should never happen: the topic keeps everything and has no transactions).
+const GAP_PATIENCE: u32 = 20;
+
+/// Turns records read from the log into batch inputs.
+pub fn inputs(records: Vec<LogRecord>) -> Vec<Input> {
+    records
+        .into_iter()
+        .map(|r| {
+            let key = r
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            Input::new(r.position(), key, r.payload)
+        })
+        .collect()
+}
+
+/// Applies batches to whichever generation is active, remembering gaps and seeks.
+pub struct Projector {
+    pool: PgPool,
+    topic: String,
+    sink: Arc<dyn DeadLetterSink>,
+    statements: Option<Statements>,
+    /// Gaps seen per partition: (offset, times).
+    gaps: HashMap<i32, (i64, u32)>,
+    /// Gaps accepted after [`GAP_PATIENCE`] sightings.
+    accepted_gaps: BTreeMap<i32, i64>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("topic", &self.topic)
+            .field(
+                "generation",
+                &self.statements.as_ref().map(|s| s.generation.number),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    pub fn new(pool: PgPool, topic: String, sink: Arc<dyn DeadLetterSink>) -> Self {
+        Self {
+            pool,
+            topic,
+            sink,
+            statements: None,
+            gaps: HashMap::new(),
+            accepted_gaps: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one batch to the active generation in one transaction. Returns where the reader
+    /// must move to (gaps, or records the generation already has).
+    pub async fn apply(&mut self, inputs: Vec<Input>) -> anyhow::Result<Outcome> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await.context("starting a batch")?;
+        let generation = generations::active_for_batch(&mut tx)
+            .await
+            .context("reading the active generation")?
+            .context("no active read-model generation")?;
+        if self.statements.as_ref().map(|s| s.generation.number) != Some(generation.number) {
+            tracing::info!(generation = generation.number, schema = %generation.schema, "projecting into generation");
+            self.statements = Some(Statements::new(generation));
+        }
+        let statements = self.statements.as_ref().expect("set above");
+        let outcome = store::apply_batch(
+            &mut tx,
+            statements,
+            &self.topic,
+            inputs,
+            self.sink.as_ref(),
+            Mode::Advance,
+            &self.accepted_gaps,
+        )
+        .await?;
+        tx.commit().await.context("committing a batch")?;
+        metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        record(&outcome.plan.tally, outcome.already_applied);
+        self.note_seeks(&outcome);
+        Ok(outcome)
+    }
+
+    /// Like [`apply`](Self::apply), retried with backoff until it commits or `cancel` fires.
+    pub async fn apply_until_done(
+        &mut self,
+        inputs: Vec<Input>,
+        cancel: &CancellationToken,
+    ) -> Option<Outcome> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.apply(inputs.clone()).await {
+                Ok(outcome) => return Some(outcome),
+                Err(error) => {
+                    metrics::BATCH_FAILURES.inc();
+                    tracing::error!(error = format!("{error:#}"), "batch failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn note_seeks(&mut self, outcome: &Outcome) {
+        for (partition, offset) in &outcome.seek {
+            let seen = self.gaps.entry(*partition).or_insert((*offset, 0));
+            if seen.0 == *offset {
+                seen.1 += 1;
+            } else {
+                *seen = (*offset, 1);
+            }
+            if seen.1 >= GAP_PATIENCE {
+                tracing::error!(
+                    partition,
+                    offset,
+                    "the log has no record here; going on past it"
+                );
+                self.accepted_gaps.insert(*partition, *offset);
+            }
+        }
+    }
+}
+
+fn record(tally: &Tally, already_applied: usize) {
+    for (event_type, n) in &tally.by_type {
+        metrics::EVENTS.with_label_values(&[event_type]).inc_by(*n);
+    }
+    for (reason, n) in [
+        ("duplicate", tally.duplicates),
+        ("lost_race", tally.lost_races),
+        ("already_applied", already_applied as u64),
+    ] {
+        if n > 0 {
+            metrics::SKIPPED.with_label_values(&[reason]).inc_by(n);
+        }
+    }
+}
+
+/// Settings of the live projector.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// The partitions this process projects (all when empty).
+    pub partitions: Vec<i32>,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+}
+
+/// Parses a partition selection: `all` (or empty), or a list of partitions and ranges such as
+/// `0-3,8`.
+pub fn parse_partitions(spec: &str) -> Result<Vec<i32>, String> {
+    let spec = spec.trim();
+    if spec.is_empty() || spec == "all" {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let bad = || format!("{part:?} is not a partition or a range such as 0-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (i32, i32) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a < 0 || b < a {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(
+                part.parse()
+                    .ok()
+                    .filter(|p: &i32| *p >= 0)
+                    .ok_or_else(bad)?,
+            ),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The timestamp of the last record projected per partition, for the lag in seconds.
+pub type LastSeen = Arc<Mutex<HashMap<i32, i64>>>;
+
+/// Runs the live projector until `cancel` fires.
+pub async fn run_live(
+    config: LogConfig,
+    pool: PgPool,
+    sink: Arc<dyn DeadLetterSink>,
+    options: LiveOptions,
+    last_seen: LastSeen,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    generations::ensure_active(&pool)
+        .await
+        .context("creating the first read-model generation")?;
+    let mut reader = assign(&config, &pool, &options.partitions).await?;
+    let mut projector = Projector::new(pool, config.topic.clone(), sink);
+    loop {
+        let batch = tokio::select! {
+            () = cancel.cancelled() => break,
+            batch = reader.next_batch(options.batch_max, options.batch_wait) => batch,
+        };
+        let records = match batch {
+            Ok(records) if records.is_empty() => continue,
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "reading the log failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let stamps: Vec<(i32, i64)> = records
+            .iter()
+            .filter_map(|r| r.timestamp_ms.map(|t| (r.partition, t)))
+            .collect();
+        let Some(outcome) = projector.apply_until_done(inputs(records), &cancel).await else {
+            break;
+        };
+        {
+            let mut seen = last_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.extend(stamps);
+        }
+        for (partition, offset) in &outcome.seek {
+            if let Err(error) = reader.seek(*partition, StartAt::Offset(*offset)) {
+                tracing::warn!(%error, partition, offset, "cannot move the reader");
+            }
+        }
+    }
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+/// Reads the selected partitions from where the active generation has them.
+async fn assign(config: &LogConfig, pool: &PgPool, selected: &[i32]) -> anyhow::Result<LogReader> {
+    let count = event_store::log::admin::partition_count(config, &config.topic).await?;
+    let partitions: Vec<i32> = if selected.is_empty() {
+        (0..count).collect()
+    } else {
+        anyhow::ensure!(
+            selected.iter().all(|p| *p < count),
+            "partitions {selected:?} asked for, but {} has {count}",
+            config.topic
+        );
+        selected.to_vec()
+    };
+    let generation = generations::active(pool)
+        .await?
+        .context("no active read-model generation")?;
+    let stored = store::offsets(pool, &generation).await?;
+    let starts: Vec<(i32, StartAt)> = partitions
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                stored
+                    .get(p)
+                    .map_or(StartAt::Beginning, |o| StartAt::Offset(*o)),
+            )
+        })
+        .collect();
+    tracing::info!(
+        ?starts,
+        generation = generation.number,
+        "projecting partitions"
+    );
+    Ok(LogReader::assign(config, &config.topic, &starts)?)
+}
+
+/// Updates the lag gauges every `interval` until `cancel` fires.
+pub async fn watch_lag(
+    config: LogConfig,
+    pool: PgPool,
+    last_seen: LastSeen,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        if let Err(error) = update_lag(&config, &pool, &last_seen).await {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "cannot measure projection lag"
+            );
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn update_lag(config: &LogConfig, pool: &PgPool, last_seen: &LastSeen) -> anyhow::Result<()> {
+    let Some(generation) = generations::active(pool).await? else {
+        return Ok(());
+    };
+    let projected = store::offsets(pool, &generation).await?;
+    let ends = event_store::log::admin::watermarks(config, &config.topic).await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let seen = last_seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (partition, low, high) in ends {
+        let next = projected.get(&partition).copied().unwrap_or(low);
+        let lag = (high - next).max(0);
+        let label = partition.to_string();
+        metrics::LAG_EVENTS.with_label_values(&[&label]).set(lag);
+        let seconds = match (lag, seen.get(&partition)) {
+            (0, _) => 0,
+            (_, Some(t)) => (now_ms - t).max(0) / 1000,
+            (_, None) => continue,
+        };
+        metrics::LAG_SECONDS
+            .with_label_values(&[&label])
+            .set(seconds);
+    }
+    Ok(())
+}

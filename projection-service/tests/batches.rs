@@ -1,0 +1,92 @@
+//! Batches applied straight to Postgres (no broker): the tables agree with each other.
+
+use std::collections::BTreeMap;
+
+use event_store::LogPosition;
+use event_store::workload::Workload;
+use futures::future::BoxFuture;
+use migrations::generations;
+use projection_service::dead_letters::DeadLetterSink;
+use projection_service::model::{DeadLetter, Input};
+use projection_service::store::{self, Mode, Statements};
+
+struct Discard;
+
+impl DeadLetterSink for Discard {
+    fn send<'a>(&'a self, _: &'a str, _: &'a DeadLetter) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A workload spread over `partitions` partitions by user, as the log would hold it.
+fn log(records: usize, partitions: i32, seed: u64) -> Vec<Input> {
+    let mut workload = Workload::new(40, seed);
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut inputs = Vec::new();
+    while inputs.len() < records {
+        for r in workload.next_records() {
+            let partition = event_store::partition::partition_for(&r.user, partitions);
+            let offset = next.entry(partition).or_default();
+            inputs.push(Input::new(
+                LogPosition {
+                    partition,
+                    offset: *offset,
+                },
+                Some(r.user),
+                r.payload,
+            ));
+            *offset += 1;
+        }
+    }
+    inputs
+}
+
+#[tokio::test]
+async fn tag_counts_equal_the_tasks_whatever_the_batch_size() {
+    let (pool, _) = migrations::testing::fresh_database().await;
+    let inputs = log(8_000, 3, 77);
+    for batch_size in [5_000, 333] {
+        let generation = generations::create(&pool).await.unwrap();
+        let statements = Statements::new(generation.clone());
+        for batch in inputs.chunks(batch_size) {
+            let mut tx = pool.begin().await.unwrap();
+            store::apply_batch(
+                &mut tx,
+                &statements,
+                "t",
+                batch.to_vec(),
+                &Discard,
+                Mode::Advance,
+                &BTreeMap::new(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("batch size {batch_size}: {e:#}"));
+            tx.commit().await.unwrap();
+            assert_counts(&pool, &generation, batch_size).await;
+        }
+    }
+}
+
+async fn assert_counts(
+    pool: &sqlx::PgPool,
+    generation: &generations::Generation,
+    batch_size: usize,
+) {
+    let wrong: Vec<(String, String, i32, i32, i64, i64)> = sqlx::query_as(&format!(
+            "WITH counted AS (
+                 SELECT user_id, k AS tag_key, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o
+                 FROM {tasks}, unnest(tag_keys) AS k WHERE status <> 'deleted' GROUP BY 1, 2)
+             SELECT coalesce(t.user_id, c.user_id), coalesce(t.tag_key, c.tag_key),
+                    coalesce(t.task_count, 0), coalesce(t.open_count, 0),
+                    coalesce(c.n, 0), coalesce(c.o, 0)
+             FROM {tags} t FULL JOIN counted c USING (user_id, tag_key)
+             WHERE coalesce(t.task_count, 0) <> coalesce(c.n, 0)
+                OR coalesce(t.open_count, 0) <> coalesce(c.o, 0)",
+            tasks = generation.table("tasks"),
+            tags = generation.table("tags"),
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(wrong.is_empty(), "batch size {batch_size}: {wrong:?}");
+}

@@ -1,0 +1,340 @@
+//! The projector against the real broker and Postgres: exactly-once read models under
+//! redelivery and SIGKILL, dead letters, rebuilds and the audit trail.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_store::workload::Workload;
+use event_store::{LogReader, StartAt};
+use migrations::generations;
+use projection_service::audit::{self, Filter};
+use projection_service::dead_letters::{self, DeadLetterTopic};
+use projection_service::rebuild::{RebuildOptions, rebuild};
+use support::{Env, assert_same};
+
+async fn rebuild_now(
+    env: &Env,
+    options: RebuildOptions,
+) -> projection_service::rebuild::RebuildReport {
+    let sink = Arc::new(DeadLetterTopic::connect(&env.kafka).await.expect("dlq"));
+    rebuild(&env.pool, &env.kafka, sink, &options)
+        .await
+        .expect("rebuild")
+}
+
+async fn built_generation(env: &Env, number: i32) -> generations::Generation {
+    generations::get(&env.pool, number)
+        .await
+        .expect("query")
+        .expect("generation exists")
+}
+
+#[tokio::test]
+async fn redelivered_events_leave_the_read_models_unchanged() {
+    // Arrange: a projected workload.
+    let env = Env::new(3).await;
+    let mut workload = Workload::new(20, 7);
+    env.append_workload(&mut workload, 1_500).await;
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    let before = env.contents(&live).await;
+    assert!(before["tasks"].len() > 100, "the workload created tasks");
+    assert!(
+        !before["lost_races"].is_empty(),
+        "the workload has lost races"
+    );
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act: forget every stored offset, so every record is delivered again.
+    sqlx::query(&format!("DELETE FROM {}", live.table("projection_offsets")))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let stop = env.start_projector().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+
+    // Assert
+    assert_same(&before, &env.contents(&live).await);
+}
+
+fn spawn_projector(env: &Env) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_projection-service"))
+        .env("TASKSTREAM_KAFKA__BROKERS", &env.kafka.brokers)
+        .env("TASKSTREAM_KAFKA__TOPIC", &env.kafka.topic)
+        .env("TASKSTREAM_DATABASE__URL", &env.database_url)
+        .env("TASKSTREAM_PROJECTION__BATCH_MAX", "300")
+        .env("TASKSTREAM_HTTP__PORT", "0")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start projection-service")
+}
+
+async fn applied(env: &Env, generation: &generations::Generation) -> i64 {
+    projection_service::store::offsets(&env.pool, generation)
+        .await
+        .map(|o| o.values().sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_projector_killed_while_catching_up_ends_equal_to_a_clean_rebuild() {
+    // Arrange: about 50k events in the log.
+    let env = Env::new(4).await;
+    let mut workload = Workload::new(200, 11);
+    let mut records = 0;
+    let mut events = 0;
+    while events < 50_000 {
+        let before = records;
+        records += env.append_workload(&mut workload, 5_000).await;
+        events += (records - before) * 6 / 5;
+    }
+    migrations::generations::ensure_active(&env.pool)
+        .await
+        .unwrap();
+    let live = env.active().await;
+    let total = records as i64;
+
+    // Act: SIGKILL the projector three times while it catches up.
+    for share in [15, 45, 75] {
+        let mut child = spawn_projector(&env);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while applied(&env, &live).await < total * share / 100 {
+            assert!(Instant::now() < deadline, "no progress to {share}%");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    }
+    let mut child = spawn_projector(&env);
+    env.wait_caught_up(&live, Duration::from_secs(180)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Assert: row for row what a clean rebuild gives.
+    let report = rebuild_now(
+        &env,
+        RebuildOptions {
+            no_switch: true,
+            switch_lag: 0,
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    let clean = built_generation(&env, report.generation).await;
+    let resumed = env.contents(&live).await;
+    assert!(
+        resumed["audit_events"].len() >= 45_000,
+        "{}",
+        resumed["audit_events"].len()
+    );
+    assert_same(&resumed, &env.contents(&clean).await);
+}
+
+#[tokio::test]
+async fn a_poison_record_is_dead_lettered_with_its_offset_and_later_events_are_projected() {
+    let env = Env::new(1).await;
+    let mut workload = Workload::new(3, 5);
+    workload.duplicate_per_mille = 0;
+    workload.lost_race_per_mille = 0;
+    env.append_workload(&mut workload, 20).await;
+    let poison = env.append_raw("user-0", b"\x00 not a commit").await;
+    env.append_workload(&mut workload, 20).await;
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+
+    // Listed with its position and error.
+    let listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].partition, listed[0].offset),
+        (poison.partition, poison.offset)
+    );
+    assert!(!listed[0].error.is_empty());
+
+    // In the dead-letter topic with the original bytes and the source offset.
+    let dlq = env.kafka.dead_letter_topic();
+    let mut reader = LogReader::assign(&env.kafka, &dlq, &[(0, StartAt::Beginning)]).unwrap();
+    let records = reader.read_to_end(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload, b"\x00 not a commit");
+    assert_eq!(
+        records[0].header("source_offset"),
+        Some(poison.offset.to_string().as_str())
+    );
+    assert!(records[0].header("dead_letter_error").is_some());
+
+    // Every later event was projected: the audit trail equals the log's.
+    let check = audit::verify(&env.pool, &env.kafka, &Filter::default())
+        .await
+        .unwrap();
+    assert!(check.matches(), "{check:?}");
+    let after: Vec<i64> = sqlx::query_scalar(&format!(
+        r#"SELECT "offset" FROM {} WHERE "offset" > $1"#,
+        live.table("audit_events")
+    ))
+    .bind(poison.offset)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert!(!after.is_empty());
+
+    // Re-driving it fails again (the bytes are still garbage) and keeps it pending.
+    let redriven = dead_letters::redrive(&env.pool, &env.kafka.topic, None)
+        .await
+        .unwrap();
+    assert_eq!(redriven.len(), 1);
+    assert!(redriven[0].error.is_some());
+    assert_eq!(
+        dead_letters::list(&env.pool, &env.kafka.topic, true)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_resumes_switches_atomically_and_equals_a_clean_one() {
+    // Arrange: a live projector over a log that keeps growing.
+    let env = Env::new(3).await;
+    let mut workload = Workload::new(30, 3);
+    env.append_workload(&mut workload, 3_000).await;
+    let stop = env.start_projector().await;
+    let first = env.active().await;
+
+    // Act: a rebuild interrupted half-way, then resumed while commits keep arriving.
+    let partial = rebuild_now(
+        &env,
+        RebuildOptions {
+            batch_max: 500,
+            stop_after: Some(1_000),
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    assert!(!partial.switched);
+    assert_eq!(
+        env.active().await,
+        first,
+        "an unfinished rebuild does not switch"
+    );
+    let more = {
+        let env_kafka = env.kafka.clone();
+        let mut w = Workload::with_prefix(10, 99, "late");
+        tokio::spawn(async move {
+            let appender = event_store::Appender::connect(&env_kafka).await.unwrap();
+            for _ in 0..300 {
+                for r in w.next_records() {
+                    appender.append_raw(&r.user, &r.payload).await.unwrap();
+                }
+            }
+        })
+    };
+    let report = rebuild_now(&env, RebuildOptions::default()).await;
+    more.await.unwrap();
+
+    // Assert: it resumed the same generation and switched to it.
+    assert_eq!(report.generation, partial.generation);
+    assert!(report.switched);
+    assert_eq!(report.replaced, Some(first.number));
+    let second = env.active().await;
+    assert_eq!(second.number, report.generation);
+    // The live projector follows the switch; a clean rebuild of the whole log equals it.
+    env.wait_caught_up(&second, Duration::from_secs(60)).await;
+    let clean = rebuild_now(
+        &env,
+        RebuildOptions {
+            no_switch: true,
+            switch_lag: 0,
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    stop.cancel();
+    assert_same(
+        &env.contents(&second).await,
+        &env.contents(&built_generation(&env, clean.generation).await)
+            .await,
+    );
+    let states: BTreeMap<i32, String> = generations::list(&env.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.number, g.state))
+        .collect();
+    assert_eq!(states[&first.number], "retired");
+}
+
+#[tokio::test]
+async fn the_audit_trail_matches_the_log_and_verification_catches_a_missing_event() {
+    let env = Env::new(2).await;
+    let mut workload = Workload::new(5, 21);
+    env.append_workload(&mut workload, 300).await;
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+
+    // From the log: one user's events, in order, with who and why.
+    let user = "user-1".to_owned();
+    let rows = audit::from_log(
+        &env.kafka,
+        &Filter {
+            user: Some(user.clone()),
+            task: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.user_id == user));
+    let task = rows[0].aggregate_id;
+    let one = audit::from_log(
+        &env.kafka,
+        &Filter {
+            user: Some(user),
+            task: Some(task),
+        },
+    )
+    .await
+    .unwrap();
+    let versions: Vec<i64> = one.iter().map(|r| r.aggregate_version).collect();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    assert!(audit::pretty(&one).contains("task.created"));
+
+    let check = audit::verify(&env.pool, &env.kafka, &Filter::default())
+        .await
+        .unwrap();
+    assert!(check.matches(), "{check:?}");
+    assert!(check.compared > 300);
+
+    // Tamper with the projection: verification names the event.
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE event_id = $1",
+        live.table("audit_events")
+    ))
+    .bind(one[0].event_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let check = audit::verify(&env.pool, &env.kafka, &Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(check.missing, vec![one[0].event_id]);
+}
