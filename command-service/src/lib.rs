@@ -65,6 +65,17 @@ impl Default for Settings {
 /// The state of every partition is rebuilt from the log in the background; until it is, `/ready`
 /// answers `503` and commands `503` with `Retry-After`.
 pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
+    let (api, readiness) = api(&settings).await?;
+    let router = Router::new()
+        .merge(api)
+        .merge(openapi::routes())
+        .merge(ops_routes(readiness));
+    HttpApp::bind(settings.http.addr(), router, SERVICE).await
+}
+
+/// The command routes (`/api/{user_id}/…`) and their readiness checks, without ops endpoints
+/// or the OpenAPI document, so an all-in-one process can serve them beside the query routes.
+pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
     let appender = Appender::connect(&settings.kafka).await?;
     let state = SharedState::default();
     let starts: Vec<_> = (0..appender.partitions())
@@ -108,9 +119,5 @@ pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
                 }
             }
         });
-    let router = Router::new()
-        .merge(http::routes(app_state))
-        .merge(openapi::routes())
-        .merge(ops_routes(readiness));
-    HttpApp::bind(settings.http.addr(), router, SERVICE).await
+    Ok((http::routes(app_state), readiness))
 }

@@ -98,9 +98,17 @@ pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
     build_with(settings, CancellationToken::new()).await
 }
 
-/// Applies the migrations, starts the projector and the lag watcher (both stop when `cancel`
-/// fires) and binds the ops endpoints.
+/// Starts the projector (see [`start`]) and binds the ops endpoints.
 pub async fn build_with(settings: Settings, cancel: CancellationToken) -> anyhow::Result<HttpApp> {
+    let readiness = start(&settings, cancel).await?;
+    let router = Router::new().merge(ops_routes(readiness));
+    HttpApp::bind(settings.http.addr(), router, SERVICE).await
+}
+
+/// Applies the migrations, creates the first read-model generation if there is none, and starts
+/// the projector and the lag watcher (both stop when `cancel` fires). Returns the readiness
+/// checks: broker, database, an active generation.
+pub async fn start(settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Readiness> {
     let pool = settings.database.pool()?;
     migrations::run(&pool)
         .await
@@ -132,7 +140,7 @@ pub async fn build_with(settings: Settings, cancel: CancellationToken) -> anyhow
         });
     }
     let generation_pool = pool.clone();
-    let readiness = Readiness::new()
+    Ok(Readiness::new()
         .check("broker", broker_check(settings.kafka.clone()))
         .check("database", database_check(pool))
         .check("read_models", move || {
@@ -144,7 +152,5 @@ pub async fn build_with(settings: Settings, cancel: CancellationToken) -> anyhow
                     Err(e) => Err(e.to_string()),
                 }
             })
-        });
-    let router = Router::new().merge(ops_routes(readiness));
-    HttpApp::bind(settings.http.addr(), router, SERVICE).await
+        }))
 }

@@ -7,7 +7,6 @@
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
-use utoipa_scalar::{Scalar, Servable};
 
 use crate::view::{
     AuditEventView, EventFeed, HistoryPage, NotificationPage, NotificationView, ReminderPage,
@@ -231,12 +230,5 @@ pub struct ApiDoc;
 
 /// `GET /openapi.json` and the docs UI at `GET /docs`.
 pub fn routes() -> axum::Router {
-    let doc = ApiDoc::openapi();
-    let json = doc.clone();
-    axum::Router::new()
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || std::future::ready(axum::Json(json.clone()))),
-        )
-        .merge(Scalar::with_url("/docs", doc))
+    service_kit::http::openapi_routes(ApiDoc::openapi())
 }

@@ -73,6 +73,17 @@ impl Readiness {
         self
     }
 
+    /// Adds `other`'s checks, leaving out names already present (one process serving several
+    /// services' routes checks the broker once).
+    pub fn merge(mut self, other: Readiness) -> Self {
+        for (name, check) in other.checks {
+            if !self.checks.iter().any(|(n, _)| *n == name) {
+                self.checks.push((name, check));
+            }
+        }
+        self
+    }
+
     /// Runs every check concurrently, each bounded by two seconds.
     pub async fn run(&self) -> Vec<(&'static str, Result<(), String>)> {
         let runs = self.checks.iter().map(|(name, check)| async move {
@@ -275,4 +286,17 @@ pub fn database_check(
                 .map_err(|e| format!("{e:#}"))
         })
     }
+}
+
+/// `GET /openapi.json` (the document) and `GET /docs` (its UI).
+pub fn openapi_routes(doc: utoipa::openapi::OpenApi) -> Router {
+    use utoipa_scalar::{Scalar, Servable};
+
+    let json = doc.clone();
+    Router::new()
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || std::future::ready(axum::Json(json.clone()))),
+        )
+        .merge(Scalar::with_url("/docs", doc))
 }

@@ -31,6 +31,13 @@ impl Stack {
         }
     }
 
+    /// A pool on this test's database.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
     pub fn database(&self) -> DatabaseSettings {
         DatabaseSettings {
             url: SecretString::from(self.database_url.clone()),
@@ -57,6 +64,15 @@ impl Stack {
 
     pub fn projection_service(&self) -> projection_service::Settings {
         projection_service::Settings {
+            http: HttpSettings::with_port(0),
+            kafka: self.kafka.clone(),
+            database: self.database(),
+            ..Default::default()
+        }
+    }
+
+    pub fn all_in_one(&self) -> all_in_one::Settings {
+        all_in_one::Settings {
             http: HttpSettings::with_port(0),
             kafka: self.kafka.clone(),
             database: self.database(),
