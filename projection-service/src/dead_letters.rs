@@ -47,10 +47,11 @@ impl std::fmt::Debug for DeadLetterTopic {
 }
 
 impl DeadLetterTopic {
-    /// A producer for `config`'s dead-letter topic (created if missing).
+    /// A producer for `config`'s dead-letter topic (created if missing, with as many partitions
+    /// as the event topic, as `taskstream-log ensure` creates it).
     pub async fn connect(config: &LogConfig) -> anyhow::Result<Self> {
         let topic = config.dead_letter_topic();
-        event_store::log::admin::ensure_topic(config, &topic, 1)
+        event_store::log::admin::ensure_topic(config, &topic, config.partitions)
             .await
             .with_context(|| format!("creating the dead-letter topic {topic}"))?;
         let producer = Appender::producer_config(config, "dead-letters")

@@ -201,6 +201,10 @@ spec:
                   name: {{ include "taskstream.databaseSecretName" $root }}
                   key: {{ $root.Values.database.secretKey }}
             {{- end }}
+            {{- if eq .component "projection-service" }}
+            - name: TASKSTREAM_PROJECTION__PARTITIONS
+              value: {{ $v.partitions | default "all" | toString | quote }}
+            {{- end }}
             {{- if .auth }}
             - name: TASKSTREAM_AUTH__JWT_SECRET
               valueFrom:
