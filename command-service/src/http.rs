@@ -392,9 +392,12 @@ pub(crate) async fn patch_task(
 ) -> Result<Response, AppError> {
     let (_, id) = path;
     let target = task_target(&id)?;
-    let patch = input::task_patch(call.object()?).map_err(AppError::Invalid)?;
-    call.run(&state, target, Action::Run(Box::new(Command::Patch(patch))))
-        .await
+    let (patch, recurrence) = input::task_patch(call.object()?).map_err(AppError::Invalid)?;
+    let action = match recurrence {
+        None => Action::Run(Box::new(Command::Patch(patch))),
+        Some(spec) => Action::PatchWithRecurrence(Box::new(patch), spec),
+    };
+    call.run(&state, target, action).await
 }
 
 #[utoipa::path(

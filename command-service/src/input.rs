@@ -405,7 +405,11 @@ pub fn task_fields(
 }
 
 /// The body of `PATCH /tasks/{id}` (JSON merge patch): present fields change, `null` clears.
-pub fn task_patch(object: Map<String, Value>) -> Result<TaskPatch, Vec<FieldError>> {
+/// A recurrence without a `basis` comes back apart: its default depends on the task's due date
+/// (after the patch), which the pipeline knows under the user's lock.
+pub fn task_patch(
+    object: Map<String, Value>,
+) -> Result<(TaskPatch, Option<RecurrenceSpec>), Vec<FieldError>> {
     let mut r = Reader::new(object);
     let mut patch = TaskPatch::default();
     match r.string("title") {
@@ -437,15 +441,16 @@ pub fn task_patch(object: Map<String, Value>) -> Result<TaskPatch, Vec<FieldErro
         Field::Null => patch.tags = Some(vec![]),
         Field::Absent => {}
     }
-    let has_due = matches!(patch.due, Some(Some(_)));
+    let mut open_basis = None;
     match r.recurrence() {
-        Field::Value(spec) => patch.recurrence = Some(Some(spec.with_default_basis(has_due))),
+        Field::Value(spec) if spec.basis.is_none() => open_basis = Some(spec),
+        Field::Value(spec) => patch.recurrence = Some(Some(spec.with_default_basis(false))),
         Field::Null => patch.recurrence = Some(None),
         Field::Absent => {}
     }
     r.reject_unknown();
     let Reader { errors, .. } = r;
-    errors.finish(|| patch)
+    errors.finish(|| (patch, open_basis))
 }
 
 /// The body of `PUT /tasks/{id}/recurrence`. Without a `basis`, the pipeline picks one from the
@@ -554,8 +559,9 @@ mod tests {
 
     #[test]
     fn patch_tells_absent_from_null() {
-        let patch =
-            task_patch(obj(json!({ "description": null, "priority": "low" }))).expect("valid");
+        let patch = task_patch(obj(json!({ "description": null, "priority": "low" })))
+            .expect("valid")
+            .0;
         assert_eq!(patch.description, Some(None));
         assert_eq!(patch.priority, Some(Priority::Low));
         assert_eq!(patch.title, None);

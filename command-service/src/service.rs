@@ -10,7 +10,7 @@ use event_store::{Actor, Cause, Commit, Idempotency, LogPosition, UserId, Verdic
 use prometheus::{HistogramVec, IntCounterVec};
 use uuid::Uuid;
 
-use crate::domain::{Command, Task, TaskStatus};
+use crate::domain::{Command, Task, TaskPatch, TaskStatus};
 use crate::error::AppError;
 use crate::input::RecurrenceSpec;
 use crate::state::SharedState;
@@ -61,6 +61,9 @@ pub enum Action {
     ToggleComplete,
     /// `PUT …/recurrence`: without a basis, it counts from the due date if the task has one.
     SetRecurrence(RecurrenceSpec),
+    /// `PATCH /tasks/{id}` setting a recurrence without a basis: it counts from the due date if
+    /// the task has one once patched.
+    PatchWithRecurrence(Box<TaskPatch>, RecurrenceSpec),
 }
 
 impl Action {
@@ -72,6 +75,15 @@ impl Action {
             Action::SetRecurrence(spec) => {
                 Command::SetRecurrence(spec.clone().with_default_basis(task.due.is_some()))
             }
+            Action::PatchWithRecurrence(patch, spec) => {
+                let has_due = match &patch.due {
+                    Some(due) => due.is_some(),
+                    None => task.due.is_some(),
+                };
+                let mut patch = (**patch).clone();
+                patch.recurrence = Some(Some(spec.clone().with_default_basis(has_due)));
+                Command::Patch(patch)
+            }
         }
     }
 
@@ -80,6 +92,7 @@ impl Action {
             Action::Run(command) => command.name(),
             Action::ToggleComplete => "toggle_complete",
             Action::SetRecurrence(_) => "set_recurrence",
+            Action::PatchWithRecurrence(..) => "patch",
         }
     }
 }
@@ -338,5 +351,65 @@ impl CommandService {
             since,
             complete,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use event_store::events::{Due, RecurrenceBasis};
+    use serde_json::json;
+
+    use super::*;
+    use crate::input;
+
+    fn patch_with_open_basis(body: serde_json::Value) -> Action {
+        let serde_json::Value::Object(object) = body else {
+            unreachable!()
+        };
+        let (patch, spec) = input::task_patch(object).expect("valid patch");
+        Action::PatchWithRecurrence(Box::new(patch), spec.expect("no basis given"))
+    }
+
+    fn basis(command: Command) -> RecurrenceBasis {
+        match command {
+            Command::Patch(TaskPatch {
+                recurrence: Some(Some(r)),
+                ..
+            }) => r.basis,
+            other => panic!("not a patch setting a recurrence: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_patched_recurrence_without_basis_counts_from_the_tasks_due_date() {
+        let action = patch_with_open_basis(
+            json!({"recurrence": {"rrule": "FREQ=DAILY", "timezone": "UTC"}}),
+        );
+        let due = Task {
+            due: Some(Due::Date {
+                date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            }),
+            ..Task::default()
+        };
+        assert_eq!(basis(action.resolve(&due)), RecurrenceBasis::DueDate);
+        assert_eq!(
+            basis(action.resolve(&Task::default())),
+            RecurrenceBasis::CompletionDate
+        );
+    }
+
+    #[test]
+    fn a_patch_that_clears_the_due_date_counts_from_completion() {
+        let action = patch_with_open_basis(
+            json!({"due": null, "recurrence": {"rrule": "FREQ=DAILY", "timezone": "UTC"}}),
+        );
+        let due = Task {
+            due: Some(Due::Date {
+                date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            }),
+            ..Task::default()
+        };
+        assert_eq!(basis(action.resolve(&due)), RecurrenceBasis::CompletionDate);
     }
 }
