@@ -301,8 +301,15 @@ pub async fn watch_lag(
     interval: Duration,
     cancel: CancellationToken,
 ) {
+    let client = match event_store::log::admin::MetadataClient::new(&config) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot measure projection lag");
+            return;
+        }
+    };
     loop {
-        if let Err(error) = update_lag(&config, &pool, &last_seen).await {
+        if let Err(error) = update_lag(&config, &client, &pool, &last_seen).await {
             tracing::debug!(
                 error = format!("{error:#}"),
                 "cannot measure projection lag"
@@ -315,12 +322,17 @@ pub async fn watch_lag(
     }
 }
 
-async fn update_lag(config: &LogConfig, pool: &PgPool, last_seen: &LastSeen) -> anyhow::Result<()> {
+async fn update_lag(
+    config: &LogConfig,
+    client: &event_store::log::admin::MetadataClient,
+    pool: &PgPool,
+    last_seen: &LastSeen,
+) -> anyhow::Result<()> {
     let Some(generation) = generations::active(pool).await? else {
         return Ok(());
     };
     let projected = store::offsets(pool, &generation).await?;
-    let ends = event_store::log::admin::watermarks(config, &config.topic).await?;
+    let ends = client.watermarks(&config.topic).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let seen = last_seen
         .lock()

@@ -260,15 +260,23 @@ impl HttpApp {
     }
 }
 
-/// A readiness check that the event log's broker answers and the topic exists.
+/// A readiness check that the event log's broker answers and the topic exists. It keeps one
+/// metadata client across probes (created at the first).
 pub fn broker_check(
     config: event_store::LogConfig,
 ) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    let client = Arc::new(tokio::sync::OnceCell::new());
     move || {
-        let config = config.clone();
+        let (config, client) = (config.clone(), Arc::clone(&client));
         Box::pin(async move {
-            event_store::log::admin::ping(&config)
+            let client = client
+                .get_or_try_init(|| async { event_store::log::admin::MetadataClient::new(&config) })
                 .await
+                .map_err(|e| e.to_string())?;
+            client
+                .partition_count(&config.topic)
+                .await
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         })
     }

@@ -76,20 +76,68 @@ pub async fn ensure_topic(config: &LogConfig, topic: &str, partitions: i32) -> R
     }
 }
 
-/// Runs `work` with a metadata client of its own on the blocking pool (librdkafka's metadata and
-/// watermark calls block).
-async fn with_metadata_client<T: Send + 'static>(
-    config: &LogConfig,
-    work: impl FnOnce(&BaseConsumer, &str) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let consumer: BaseConsumer = config
-        .client_config("metadata")
-        .create()
-        .map_err(|e| Error::from_kafka(&config.brokers, e))?;
-    let brokers = config.brokers.clone();
-    tokio::task::spawn_blocking(move || work(&consumer, &brokers))
+/// A metadata client kept for repeated calls (readiness probes, lag gauges), so each call does not
+/// create and tear down a librdkafka client.
+#[derive(Clone)]
+pub struct MetadataClient {
+    consumer: std::sync::Arc<BaseConsumer>,
+    brokers: String,
+}
+
+impl std::fmt::Debug for MetadataClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataClient")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataClient {
+    pub fn new(config: &LogConfig) -> Result<Self> {
+        let consumer: BaseConsumer = config
+            .client_config("metadata")
+            .create()
+            .map_err(|e| Error::from_kafka(&config.brokers, e))?;
+        Ok(Self {
+            consumer: std::sync::Arc::new(consumer),
+            brokers: config.brokers.clone(),
+        })
+    }
+
+    /// Runs `work` on the blocking pool (librdkafka's metadata and watermark calls block).
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&BaseConsumer, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (consumer, brokers) = (self.consumer.clone(), self.brokers.clone());
+        tokio::task::spawn_blocking(move || work(&consumer, &brokers))
+            .await
+            .map_err(|e| Error::TailStopped(e.to_string()))?
+    }
+
+    /// The number of partitions of `topic`, or [`Error::TopicMissing`].
+    pub async fn partition_count(&self, topic: &str) -> Result<i32> {
+        let topic = topic.to_owned();
+        self.run(move |consumer, brokers| count_partitions(consumer, brokers, &topic))
+            .await
+    }
+
+    /// The low and high watermarks (first offset, next offset) of every partition of `topic`.
+    pub async fn watermarks(&self, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
+        let topic = topic.to_owned();
+        self.run(move |consumer, brokers| {
+            let partitions = count_partitions(consumer, brokers, &topic)?;
+            (0..partitions)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                        .map(|(low, high)| (p, low, high))
+                        .map_err(|e| Error::from_kafka(brokers, e))
+                })
+                .collect()
+        })
         .await
-        .map_err(|e| Error::TailStopped(e.to_string()))?
+    }
 }
 
 /// `topic`'s partition count as `consumer` sees it, or [`Error::TopicMissing`].
@@ -105,33 +153,18 @@ fn count_partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Resu
     }
 }
 
-/// The number of partitions of `topic`, or [`Error::TopicMissing`].
+/// The number of partitions of `topic`, or [`Error::TopicMissing`] (with a client of its own).
 pub async fn partition_count(config: &LogConfig, topic: &str) -> Result<i32> {
-    let topic = topic.to_owned();
-    with_metadata_client(config, move |consumer, brokers| {
-        count_partitions(consumer, brokers, &topic)
-    })
-    .await
+    MetadataClient::new(config)?.partition_count(topic).await
 }
 
-/// Checks that the broker answers (used by `/ready`).
+/// Checks that the broker answers and the topic exists (with a client of its own).
 pub async fn ping(config: &LogConfig) -> Result<()> {
     partition_count(config, &config.topic).await.map(|_| ())
 }
 
-/// The low and high watermarks (first offset, next offset) of every partition of `topic`.
+/// The low and high watermarks (first offset, next offset) of every partition of `topic` (with a
+/// client of its own).
 pub async fn watermarks(config: &LogConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
-    let topic = topic.to_owned();
-    with_metadata_client(config, move |consumer, brokers| {
-        let partitions = count_partitions(consumer, brokers, &topic)?;
-        (0..partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
-                    .map(|(low, high)| (p, low, high))
-                    .map_err(|e| Error::from_kafka(brokers, e))
-            })
-            .collect()
-    })
-    .await
+    MetadataClient::new(config)?.watermarks(topic).await
 }
