@@ -7,15 +7,19 @@
 //! - `commands` ([`commands`]): command-service over HTTP in this process — closed-loop peak
 //!   throughput against raw produce, open-loop latency at half of the peak, and the restart time
 //!   with a long log.
+//! - `read` ([`read`]): the read side — rebuild rate against Postgres' own insert rate,
+//!   freshness of projection-service in this process, and query-service latency over many tasks.
 //!
 //! Shared pieces: [`measure`] (driving operations with bounded concurrency, latency histograms,
 //! the results table) and [`workload`] (realistic commits of many users).
 //!
-//! Run in release mode: `cargo run --release -p taskstream-bench -- log` (or `-- commands`).
+//! Run in release mode: `cargo run --release -p taskstream-bench -- log` (or `-- commands`,
+//! `-- read`).
 
 mod commands;
 mod log;
 mod measure;
+mod read;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +40,9 @@ enum Command {
     /// command-service over HTTP: closed-loop throughput vs. raw produce, open-loop latency at
     /// half of the peak, and restart time.
     Commands(commands::Args),
+    /// The read side: rebuild rate vs. Postgres' own insert rate, freshness (append
+    /// acknowledged → projected), and query-service latency over many tasks.
+    Read(read::Args),
 }
 
 #[tokio::main]
@@ -44,5 +51,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Log(args) => log::run(args).await,
         Command::Commands(args) => commands::run(args).await,
+        Command::Read(args) => read::run(args).await,
     }
 }
