@@ -6,8 +6,8 @@
 
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
 use serde::Serialize;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use service_kit::openapi::{BearerAuth, FieldErrorBody, ProblemBody};
+use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
 use crate::domain::TaskStatus;
 use crate::view::{ReminderView, TaskView};
@@ -95,38 +95,6 @@ pub struct CommandAnswer {
     pub consistency_token: String,
 }
 
-/// An RFC 9457 problem.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ProblemBody {
-    #[schema(rename = "type")]
-    type_: String,
-    title: String,
-    status: u16,
-    detail: Option<String>,
-    /// Stable, machine-readable: `validation_failed`, `task_not_found`, `task_deleted`,
-    /// `version_mismatch`, `idempotency_key_reused`, `unauthorized`, `forbidden`,
-    /// `unavailable`, …
-    code: String,
-    /// On `422 validation_failed`: every invalid field.
-    errors: Option<Vec<FieldErrorBody>>,
-    /// On `412`: the task's current version and the events since the version sent.
-    current_version: Option<u64>,
-    events_since: Option<Vec<serde_json::Value>>,
-}
-
-/// One invalid field.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct FieldErrorBody {
-    field: String,
-    code: String,
-    message: String,
-}
-
-#[derive(Debug)]
-struct BearerAuth;
-
 /// The headers every command takes.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -193,16 +161,6 @@ pub enum CommandProblems {
         content_type = "application/problem+json"
     )]
     Unavailable(ProblemBody),
-}
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
 }
 
 #[derive(Debug, OpenApi)]

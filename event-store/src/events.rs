@@ -82,6 +82,28 @@ pub enum Priority {
     Urgent,
 }
 
+impl Priority {
+    /// The priority as a number that sorts by urgency (0 low … 3 urgent), as read models store it.
+    pub fn rank(self) -> i16 {
+        match self {
+            Priority::Low => 0,
+            Priority::Medium => 1,
+            Priority::High => 2,
+            Priority::Urgent => 3,
+        }
+    }
+
+    /// The priority of a [`rank`](Self::rank); below 0 is low, above 3 urgent.
+    pub fn from_rank(rank: i16) -> Self {
+        match rank {
+            i16::MIN..=0 => Priority::Low,
+            1 => Priority::Medium,
+            2 => Priority::High,
+            _ => Priority::Urgent,
+        }
+    }
+}
+
 /// When a task is due: a whole day, or an instant (with the zone it was given in, for display and
 /// for recurrence).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -268,5 +290,27 @@ mod double_option {
         deserializer: D,
     ) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(deserializer).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_ranks_sort_by_urgency_and_read_back() {
+        let all = [
+            Priority::Low,
+            Priority::Medium,
+            Priority::High,
+            Priority::Urgent,
+        ];
+        let ranks: Vec<i16> = all.iter().map(|p| p.rank()).collect();
+        assert_eq!(ranks, [0, 1, 2, 3]);
+        for p in all {
+            assert_eq!(Priority::from_rank(p.rank()), p);
+        }
+        assert_eq!(Priority::from_rank(-5), Priority::Low);
+        assert_eq!(Priority::from_rank(9), Priority::Urgent);
     }
 }

@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use event_store::events::{
-    Due, EventPayload, OccurrenceOf, Priority, Recurrence, ReminderTime, TagChanged,
-};
+use event_store::events::{Due, EventPayload, OccurrenceOf, Recurrence, ReminderTime, TagChanged};
 use event_store::{Arbiter, Commit, Event, LogPosition, Verdict, registry};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -48,16 +46,6 @@ pub const DELETED: &str = "deleted";
 pub const PENDING: &str = "pending";
 pub const FIRED: &str = "fired";
 pub const CANCELLED: &str = "cancelled";
-
-/// A priority as the sortable number the read model stores.
-pub fn priority_rank(priority: Priority) -> i16 {
-    match priority {
-        Priority::Low => 0,
-        Priority::Medium => 1,
-        Priority::High => 2,
-        Priority::Urgent => 3,
-    }
-}
 
 /// A reminder as the `reminders` table holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -251,7 +239,7 @@ pub fn apply(
             task_number: to_i64(created.task_number),
             title: created.title.clone(),
             description: created.description.clone(),
-            priority: priority_rank(created.priority),
+            priority: created.priority.rank(),
             due: created.due.clone(),
             due_at: None,
             tags: Vec::new(),
@@ -296,7 +284,7 @@ pub fn apply(
                 task.description = description.clone();
             }
             if let Some(priority) = updated.priority {
-                task.priority = priority_rank(priority);
+                task.priority = priority.rank();
             }
         }
         EventPayload::TaskCompleted(_) => {

@@ -1,7 +1,7 @@
 use chrono::{NaiveDate, TimeZone};
 use event_store::events::{
-    DueSet, ReminderAdded, ReminderFired, ReminderRemoved, TaskCompleted, TaskCreated, TaskDeleted,
-    TaskReopened, TaskUpdated,
+    DueSet, Priority, ReminderAdded, ReminderFired, ReminderRemoved, TaskCompleted, TaskCreated,
+    TaskDeleted, TaskReopened, TaskUpdated,
 };
 use event_store::{Actor, Cause, UserId};
 

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use event_store::events::Due;
+use event_store::events::{Due, Priority};
 use event_store::{LogPosition, UserId};
 use migrations::generations::Generation;
 use service_kit::auth::{AuthUser, Jwt};
@@ -28,7 +28,6 @@ use crate::store::tasks::{
 };
 use crate::view::{
     EventFeed, HistoryPage, NotificationPage, ReminderPage, TagList, TaskPage, TaskView,
-    priority_rank,
 };
 
 /// What handlers share.
@@ -242,8 +241,8 @@ fn task_list(user: &str, pairs: QueryPairs) -> Result<TaskList, AppError> {
     );
     let mut priorities = Vec::new();
     for raw in p.list("priority") {
-        match serde_json::from_value(serde_json::Value::String(raw.to_lowercase())) {
-            Ok(priority) => priorities.push(priority_rank(priority)),
+        match serde_json::from_value::<Priority>(serde_json::Value::String(raw.to_lowercase())) {
+            Ok(priority) => priorities.push(priority.rank()),
             Err(_) => p.error(
                 "priority",
                 "invalid_value",

@@ -5,8 +5,8 @@
 //! types below only describe them.
 
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use service_kit::openapi::{BearerAuth, FieldErrorBody, ProblemBody};
+use utoipa::{IntoParams, IntoResponses, OpenApi};
 
 use crate::view::{
     AuditEventView, EventFeed, HistoryPage, NotificationPage, NotificationView, ReminderPage,
@@ -115,37 +115,6 @@ pub struct ConsistencyHeader {
     x_consistency_token: Option<String>,
 }
 
-/// An RFC 9457 problem.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ProblemBody {
-    #[schema(rename = "type")]
-    type_: String,
-    title: String,
-    status: u16,
-    detail: Option<String>,
-    /// Stable, machine-readable: `invalid_query`, `invalid_cursor`, `cursor_mismatch`,
-    /// `invalid_consistency_token`, `task_not_found`, `unauthorized`, `forbidden`,
-    /// `projection_behind`, `read_models_unavailable`, `unavailable`, …
-    code: String,
-    /// On `400 invalid_query`: every invalid parameter.
-    errors: Option<Vec<ParamErrorBody>>,
-    /// On `504 projection_behind`: the token, and the next offset the read models will project
-    /// in its partition.
-    consistency_token: Option<String>,
-    projected_next_offset: Option<i64>,
-    behind_by: Option<i64>,
-}
-
-/// One invalid query parameter.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ParamErrorBody {
-    field: String,
-    code: String,
-    message: String,
-}
-
 /// The problems every query may answer, as `application/problem+json`.
 #[derive(Debug, IntoResponses)]
 #[allow(dead_code)]
@@ -189,19 +158,6 @@ pub enum QueryProblems {
     ProjectionBehind(ProblemBody),
 }
 
-#[derive(Debug)]
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -221,7 +177,7 @@ impl Modify for BearerAuth {
     components(schemas(
         TaskPage, TaskView, TaskReminderView, TaskStatus, TagList, TagView, ReminderPage,
         ReminderView, NotificationPage, NotificationView, HistoryPage, EventFeed, AuditEventView,
-        ProblemBody, ParamErrorBody, Priority, Due, Recurrence, RecurrenceBasis, ReminderTime
+        ProblemBody, FieldErrorBody, Priority, Due, Recurrence, RecurrenceBasis, ReminderTime
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

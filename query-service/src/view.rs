@@ -7,8 +7,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A task's state as queries show it (deleted tasks are never listed).
+/// A task's state as queries show it (deleted tasks are never listed). Its schema is named apart
+/// from the command side's, so a merged document keeps both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ProjectedTaskStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Open,
@@ -27,28 +29,10 @@ impl TaskStatus {
     }
 }
 
-/// The read model's priority number (0 low … 3 urgent) as the API's priority.
-pub fn priority_from_rank(rank: i16) -> Priority {
-    match rank {
-        i16::MIN..=0 => Priority::Low,
-        1 => Priority::Medium,
-        2 => Priority::High,
-        _ => Priority::Urgent,
-    }
-}
-
-/// The read model's number of a priority.
-pub fn priority_rank(priority: Priority) -> i16 {
-    match priority {
-        Priority::Low => 0,
-        Priority::Medium => 1,
-        Priority::High => 2,
-        Priority::Urgent => 3,
-    }
-}
-
-/// A task.
+/// A task as the read models hold it (schema `ProjectedTask`, apart from the command side's
+/// `TaskView`).
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[schema(as = ProjectedTask)]
 pub struct TaskView {
     pub id: Uuid,
     /// The short per-user number (usable in place of the id in paths).
@@ -77,6 +61,7 @@ pub struct TaskView {
 
 /// A reminder of a task, inside the task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ProjectedTaskReminder)]
 pub struct TaskReminderView {
     pub id: Uuid,
     #[schema(value_type = ReminderTime)]
@@ -116,8 +101,9 @@ pub struct TagList {
     pub items: Vec<TagView>,
 }
 
-/// A reminder, with the task it belongs to.
+/// A reminder, with the task it belongs to (schema `ProjectedReminder`).
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+#[schema(as = ProjectedReminder)]
 pub struct ReminderView {
     #[sqlx(rename = "reminder_id")]
     pub id: Uuid,

@@ -7,12 +7,14 @@
 //! - [`http`]: the ops endpoints (`/health`, `/ready`, `/metrics`), request metrics, serving with
 //!   graceful shutdown.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors.
+//! - [`openapi`]: the problem body and bearer scheme every OpenAPI document shares.
 //! - [`database`]: the Postgres pool.
 //! - [`auth`]: JWT verification and the [`auth::AuthUser`] extractor.
 
 pub mod auth;
 pub mod database;
 pub mod http;
+pub mod openapi;
 pub mod problem;
 pub mod settings;
 pub mod telemetry;

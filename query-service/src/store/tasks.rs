@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::cursor::{self, Cursor};
 use crate::error::AppError;
-use crate::view::{TaskReminderView, TaskStatus, TaskView, priority_from_rank};
+use crate::view::{TaskReminderView, TaskStatus, TaskView};
+use event_store::events::Priority;
 
 /// Which tasks by state. Deleted tasks are never listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -189,7 +190,7 @@ impl From<TaskRow> for TaskView {
             number: row.task_number,
             title: row.title,
             description: row.description,
-            priority: priority_from_rank(row.priority),
+            priority: Priority::from_rank(row.priority),
             due: row.due,
             due_at: row.due_at,
             tags: row.tags,
