@@ -50,7 +50,8 @@ pub struct Workload {
     pub duplicate_per_mille: u64,
 }
 
-const WORDS: &[&str] = &[
+/// The words task titles are made of (benchmarks search for them).
+pub const WORDS: &[&str] = &[
     "groceries",
     "report",
     "dentist",
@@ -70,7 +71,8 @@ const WORDS: &[&str] = &[
     "bike",
     "book",
 ];
-const TAGS: &[&str] = &[
+/// The tags tasks get, as written.
+pub const TAGS: [&str; 8] = [
     "home", "work", "Urgent", "errands", "health", "finance", "travel", "Family",
 ];
 
@@ -222,7 +224,7 @@ impl Workload {
             *n
         };
         let tags: Vec<String> = (0..self.below(3))
-            .map(|_| self.pick(TAGS).to_owned())
+            .map(|_| self.pick(&TAGS).to_owned())
             .collect();
         let mut unique: Vec<String> = Vec::new();
         for t in tags {
@@ -288,7 +290,7 @@ impl Workload {
     fn change(&mut self, user: usize, i: usize) -> Vec<EventPayload> {
         let roll = self.below(100);
         let title = self.title();
-        let tag = self.pick(TAGS).to_owned();
+        let tag = self.pick(&TAGS).to_owned();
         let due = self.due();
         let reminder = self.uuid();
         let fire_at = self.clock;

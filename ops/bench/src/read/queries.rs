@@ -23,33 +23,11 @@ use tokio::sync::oneshot;
 use super::{Database, Server, Summary, TARGET_QUERY_P99_MS, key_values, verdict};
 use crate::measure::{Measurement, Table, run_concurrently};
 
-/// Title words of the seeded tasks (the event-store workload's), and the words searched for.
-const WORDS: &[&str] = &[
-    "groceries",
-    "report",
-    "dentist",
-    "invoice",
-    "garden",
-    "birthday",
-    "meeting",
-    "laundry",
-    "taxes",
-    "flight",
-    "review",
-    "budget",
-    "email",
-    "call",
-    "plan",
-    "fix",
-    "bike",
-    "book",
-];
-
 /// Tags of the seeded tasks, as written (the event-store workload's). Exactly eight: a task's
 /// 0–3 tags are `start + k × step` (mod 8) with an odd step, so they never repeat.
-const TAGS: [&str; 8] = [
-    "home", "work", "Urgent", "errands", "health", "finance", "travel", "Family",
-];
+use event_store::workload::TAGS;
+/// Title words of the seeded tasks (the event-store workload's), and the words searched for.
+use event_store::workload::WORDS;
 
 /// Partitions the seeded tasks claim to come from (only stored, never read).
 const PARTITIONS: i64 = 12;
