@@ -48,31 +48,35 @@ fn from_row((number, schema, ddl_version, state): Row) -> Generation {
     }
 }
 
-const ACTIVE: &str = "SELECT g.generation, g.schema_name, g.ddl_version, g.state
-     FROM read_model_active a JOIN read_model_generations g USING (generation)";
+/// The query for the active generation, with a locking clause on the pointer row.
+macro_rules! active_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT g.generation, g.schema_name, g.ddl_version, g.state
+             FROM read_model_active a JOIN read_model_generations g USING (generation) ",
+            $lock
+        )
+    };
+}
 
 /// The active generation, if any.
 pub async fn active(pool: &PgPool) -> sqlx::Result<Option<Generation>> {
-    let row: Option<Row> = sqlx::query_as(ACTIVE).fetch_optional(pool).await?;
+    let row: Option<Row> = sqlx::query_as(active_sql!("")).fetch_optional(pool).await?;
     Ok(row.map(from_row))
 }
 
-async fn active_in(conn: &mut PgConnection) -> sqlx::Result<Option<Generation>> {
-    let row: Option<Row> = sqlx::query_as(ACTIVE).fetch_optional(conn).await?;
+async fn active_with(
+    conn: &mut PgConnection,
+    sql: &'static str,
+) -> sqlx::Result<Option<Generation>> {
+    let row: Option<Row> = sqlx::query_as(sql).fetch_optional(conn).await?;
     Ok(row.map(from_row))
 }
 
 /// The active generation, locked `FOR SHARE` until `tx` ends: a projector batch holds this so a
 /// switch-over cannot happen while it writes.
 pub async fn active_for_batch(tx: &mut PgConnection) -> sqlx::Result<Option<Generation>> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT g.generation, g.schema_name, g.ddl_version, g.state
-         FROM read_model_active a JOIN read_model_generations g USING (generation)
-         FOR SHARE OF a",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(from_row))
+    active_with(tx, active_sql!("FOR SHARE OF a")).await
 }
 
 /// Every generation, oldest first.
@@ -150,21 +154,11 @@ pub async fn ensure_active(pool: &PgPool) -> sqlx::Result<Generation> {
         .bind(LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    if let Some(generation) = active_in(&mut tx).await? {
+    if let Some(generation) = active_with(&mut tx, active_sql!("")).await? {
         return Ok(generation);
     }
     let mut generation = create_locked(&mut tx).await?;
-    sqlx::query(
-        "UPDATE read_model_generations SET state = 'active', activated_at = now()
-         WHERE generation = $1",
-    )
-    .bind(generation.number)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO read_model_active (generation) VALUES ($1)")
-        .bind(generation.number)
-        .execute(&mut *tx)
-        .await?;
+    activate(&mut tx, generation.number).await?;
     tx.commit().await?;
     generation.state = "active".into();
     Ok(generation)
@@ -172,14 +166,7 @@ pub async fn ensure_active(pool: &PgPool) -> sqlx::Result<Generation> {
 
 /// Locks the active pointer `FOR UPDATE` until `tx` ends: no projector batch runs meanwhile.
 pub async fn lock_for_switch(tx: &mut PgConnection) -> sqlx::Result<Option<Generation>> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT g.generation, g.schema_name, g.ddl_version, g.state
-         FROM read_model_active a JOIN read_model_generations g USING (generation)
-         FOR UPDATE OF a",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(from_row))
+    active_with(tx, active_sql!("FOR UPDATE OF a")).await
 }
 
 /// Makes `number` the active generation and retires the previous one, inside `tx` (which should

@@ -68,7 +68,10 @@ fn spawn_projector(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projection-service"))
         .env("TASKSTREAM_KAFKA__BROKERS", &env.kafka.brokers)
         .env("TASKSTREAM_KAFKA__TOPIC", &env.kafka.topic)
-        .env("TASKSTREAM_KAFKA__PARTITIONS", env.kafka.partitions.to_string())
+        .env(
+            "TASKSTREAM_KAFKA__PARTITIONS",
+            env.kafka.partitions.to_string(),
+        )
         .env("TASKSTREAM_DATABASE__URL", &env.database_url)
         .env("TASKSTREAM_PROJECTION__BATCH_MAX", "300")
         .env("TASKSTREAM_HTTP__PORT", "0")
