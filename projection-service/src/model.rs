@@ -401,19 +401,16 @@ fn tag_contributions(task: &TaskRow) -> impl Iterator<Item = (String, String, i3
 /// not created yet); `unprocessed` the batch's event ids not yet in `processed_events`.
 pub fn plan(
     inputs: &[Input],
-    mut current: HashMap<Uuid, Projected>,
+    current: HashMap<Uuid, Projected>,
     mut unprocessed: HashSet<Uuid>,
 ) -> Plan {
     let mut out = Plan::default();
-    let before: HashMap<Uuid, TaskRow> = current
-        .iter()
-        .map(|(id, p)| (*id, p.task.clone()))
-        .collect();
     let mut arbiter = Arbiter::new();
     for (id, projected) in &current {
         arbiter.restore(*id, u64::try_from(projected.task.version).unwrap_or(0));
     }
-    let mut touched: Vec<Uuid> = Vec::new();
+    // The tasks this batch changed, as they are now; `current` stays as loaded.
+    let mut changed: HashMap<Uuid, Projected> = HashMap::new();
     for input in inputs {
         out.offsets
             .insert(input.position.partition, input.position.offset + 1);
@@ -453,7 +450,10 @@ pub fn plan(
             continue;
         }
         // Apply to a copy, so a commit that fails half-way changes nothing.
-        let mut slot = current.get(&aggregate_id).cloned();
+        let mut slot = changed
+            .get(&aggregate_id)
+            .or_else(|| current.get(&aggregate_id))
+            .cloned();
         let mut notifications = Vec::new();
         let applied = commit
             .events()
@@ -474,18 +474,16 @@ pub fn plan(
         }
         out.notifications.extend(notifications);
         if let Some(projected) = slot {
-            touched.push(aggregate_id);
-            current.insert(aggregate_id, projected);
+            changed.insert(aggregate_id, projected);
         }
     }
     out.tally.dead_letters = out.dead_letters.len() as u64;
-    touched.sort_unstable();
-    touched.dedup();
+    let mut changed: Vec<(Uuid, Projected)> = changed.into_iter().collect();
+    changed.sort_unstable_by_key(|(id, _)| *id);
     let mut deltas: BTreeMap<(String, String), TagDelta> = BTreeMap::new();
-    for id in touched {
-        let projected = current.remove(&id).expect("touched tasks are present");
+    for (id, projected) in changed {
         let user = &projected.task.user_id;
-        let old = before.get(&id);
+        let old = current.get(&id).map(|p| &p.task);
         for (sign, row) in [(-1, old), (1, Some(&projected.task))] {
             for (key, tag, count, open) in row.into_iter().flat_map(tag_contributions) {
                 let delta = deltas
