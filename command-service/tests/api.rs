@@ -91,15 +91,9 @@ impl TestApp {
 
     /// Commits (accepted, lost) in the log per aggregate id.
     async fn commits(&self) -> std::collections::HashMap<String, (usize, usize)> {
-        let mut reader = LogReader::assign_all(&self.kafka, &self.kafka.topic, StartAt::Beginning)
-            .await
-            .expect("reader");
         let mut arbiter = Arbiter::new();
         let mut counts = std::collections::HashMap::new();
-        let records = reader
-            .read_to_end(Duration::from_secs(10))
-            .await
-            .expect("read");
+        let records = self.read_log().await;
         for record in records {
             let commit = record.decode().expect("valid");
             let verdict = arbiter.judge(&commit);
@@ -112,6 +106,27 @@ impl TestApp {
             }
         }
         counts
+    }
+
+    /// Every record in the log. A broker that a test restarted may take a while to answer on a
+    /// loaded machine: an unavailable broker is retried for up to 30 s.
+    async fn read_log(&self) -> Vec<event_store::LogRecord> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let read = async {
+                LogReader::assign_all(&self.kafka, &self.kafka.topic, StartAt::Beginning)
+                    .await?
+                    .read_to_end(Duration::from_secs(10))
+                    .await
+            };
+            match read.await {
+                Ok(records) => return records,
+                Err(error) if error.is_transient() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("reading the log: {error}"),
+            }
+        }
     }
 
     /// Commits (accepted, lost) in the log for one aggregate.
