@@ -430,7 +430,13 @@ pub async fn list(
         .push(order_by(list.sort, list.direction))
         .push(" LIMIT ")
         .push_bind(i64::from(list.limit) + 1);
-    let mut rows: Vec<TaskRow> = qb.build_query_as().fetch_all(pool).await?;
+    // A search is planned with its values every time: a cached generic plan of it scans the
+    // text and trigram indexes across every user's tasks instead of starting from the user's.
+    let mut rows: Vec<TaskRow> = qb
+        .build_query_as()
+        .persistent(list.filter.search.is_none())
+        .fetch_all(pool)
+        .await?;
     let limit = list.limit as usize;
     let next = if rows.len() > limit {
         rows.truncate(limit);
