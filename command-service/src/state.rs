@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use event_store::{Commit, Event, LogPosition, LogRecord, TailSink, UserId, Verdict};
+use event_store::{Commit, Event, LogPosition, TailSink, UserId, Verdict};
 use uuid::Uuid;
 
 use crate::domain::Task;
@@ -138,9 +138,9 @@ impl SharedState {
 }
 
 impl TailSink for SharedState {
-    fn on_commit(&mut self, record: &LogRecord, commit: &Commit, verdict: Verdict) {
+    fn on_commit(&mut self, position: LogPosition, commit: &Commit, verdict: Verdict) {
         if verdict.is_accepted() {
-            self.write().apply(record.position(), commit);
+            self.write().apply(position, commit);
         }
     }
 }

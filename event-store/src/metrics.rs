@@ -50,3 +50,14 @@ pub static COMMITS_READ: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Commits this process appended that its tail decided without reading them back, by reader: the
+/// rest of `taskstream_log_commits_read_total` was read from the broker first.
+pub static COMMITS_DECIDED_LOCALLY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "taskstream_log_commits_decided_locally_total",
+        "Own commits decided as soon as they were acknowledged, every earlier record being decided",
+        &["reader"]
+    )
+    .expect("metric registers once")
+});

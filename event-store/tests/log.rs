@@ -12,8 +12,8 @@ use event_store::testing::{
     PrivateBroker, fresh_topic, golden_samples, raw_commit_record, shared_brokers,
 };
 use event_store::{
-    Actor, Appender, Arbiter, Cause, Commit, Error, LogConfig, LogReader, LogRecord, LogTail,
-    StartAt, TailSink, UserId, Verdict, Writer, registry,
+    Actor, Appender, Arbiter, Cause, Commit, Error, LogConfig, LogPosition, LogReader, LogRecord,
+    LogTail, StartAt, TailSink, UserId, Verdict, Writer, registry,
 };
 use futures::future::join_all;
 use uuid::Uuid;
@@ -143,7 +143,7 @@ async fn ten_thousand_commits_from_four_appenders_keep_user_order_and_contiguous
 struct Winners(Arc<Mutex<BTreeMap<(Uuid, u64), Uuid>>>);
 
 impl TailSink for Winners {
-    fn on_commit(&mut self, _: &LogRecord, commit: &Commit, verdict: Verdict) {
+    fn on_commit(&mut self, _: LogPosition, commit: &Commit, verdict: Verdict) {
         if verdict.is_accepted() {
             self.0.lock().expect("lock").insert(
                 (commit.aggregate_id(), commit.last_version()),
@@ -287,12 +287,12 @@ async fn a_killed_and_restarted_broker_loses_no_acknowledged_commit() {
 struct Undecodable(Arc<Mutex<Vec<(i32, i64, String)>>>);
 
 impl TailSink for Undecodable {
-    fn on_commit(&mut self, _: &LogRecord, _: &Commit, _: Verdict) {}
-    fn on_undecodable(&mut self, record: &LogRecord, error: &Error) {
+    fn on_commit(&mut self, _: LogPosition, _: &Commit, _: Verdict) {}
+    fn on_undecodable(&mut self, position: LogPosition, error: &Error) {
         self.0
             .lock()
             .expect("lock")
-            .push((record.partition, record.offset, error.to_string()));
+            .push((position.partition, position.offset, error.to_string()));
     }
 }
 
