@@ -3,8 +3,10 @@
 //! Bodies are read as JSON objects and checked field by field (rather than by a derive that stops
 //! at the first error), so a `422` names all the problems at once.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono_tz::Tz;
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
+use rrule::{Frequency, ParseError, RRule, RRuleError, Unvalidated, ValidationError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -144,7 +146,7 @@ impl Reader {
 
     /// `due` (a date `YYYY-MM-DD` or an RFC 3339 instant) with the optional `timezone`.
     fn due(&mut self) -> Field<Due> {
-        let tz = self.timezone("timezone");
+        let tz = self.timezone("timezone").map(|tz| tz.name().to_owned());
         match self.string("due") {
             Field::Value(s) => match parse_due(&s, tz) {
                 Some(due) => Field::Value(due),
@@ -162,18 +164,17 @@ impl Reader {
         }
     }
 
-    fn timezone(&mut self, key: &str) -> Option<String> {
-        let tz = self.string(key).value()?;
-        if valid_timezone(&tz) {
-            Some(tz)
-        } else {
+    fn timezone(&mut self, key: &str) -> Option<Tz> {
+        let raw = self.string(key).value()?;
+        let tz = timezone(&raw);
+        if tz.is_none() {
             self.error(
                 key,
                 "invalid",
-                "must be an IANA time zone such as Europe/Berlin",
+                format!("{raw:?} is not an IANA time zone such as Europe/Berlin or UTC"),
             );
-            None
         }
+        tz
     }
 
     fn recurrence(&mut self) -> Field<RecurrenceSpec> {
@@ -188,7 +189,7 @@ impl Reader {
         };
         let mut inner = Reader::new(value);
         let rrule = inner.string("rrule").value();
-        let tz = inner.timezone("timezone").unwrap_or_else(|| "UTC".into());
+        let tz = inner.timezone("timezone").unwrap_or(Tz::UTC);
         let basis = match inner.string("basis") {
             Field::Value(b) => match b.as_str() {
                 "due_date" => Ok(Some(RecurrenceBasis::DueDate)),
@@ -213,14 +214,14 @@ impl Reader {
             );
             return Field::Absent;
         };
-        if let Err(message) = check_rrule(&rrule) {
+        if let Err(message) = check_rrule(&rrule, tz) {
             self.error("recurrence.rrule", "invalid", message);
             return Field::Absent;
         }
         match basis {
             Ok(basis) => Field::Value(RecurrenceSpec {
                 rrule: rrule.to_uppercase(),
-                tz,
+                tz: tz.name().to_owned(),
                 basis,
             }),
             Err(()) => Field::Absent,
@@ -267,58 +268,159 @@ fn parse_due(raw: &str, tz: Option<String>) -> Option<Due> {
     })
 }
 
-/// An IANA zone name's shape: `Area/Location` words, or `UTC`.
-fn valid_timezone(tz: &str) -> bool {
-    !tz.is_empty()
-        && tz.len() <= 64
-        && !tz.starts_with('/')
-        && !tz.ends_with('/')
-        && tz
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
+/// A zone of the IANA time zone database (`Europe/Berlin`, `UTC`, or a link such as
+/// `US/Eastern`). The case is not significant: `europe/berlin` is read as `Europe/Berlin`, the
+/// name that is stored.
+fn timezone(raw: &str) -> Option<Tz> {
+    let raw = raw.trim();
+    raw.parse::<Tz>().ok().or_else(|| {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .copied()
+            .find(|tz| tz.name().eq_ignore_ascii_case(raw))
+    })
 }
 
-/// Checks an RFC 5545 `RRULE` value's syntax: `KEY=VALUE` parts, a known `FREQ`, known keys.
-fn check_rrule(rrule: &str) -> Result<(), String> {
-    const KEYS: &[&str] = &[
-        "FREQ",
-        "INTERVAL",
-        "COUNT",
-        "UNTIL",
-        "BYDAY",
-        "BYMONTHDAY",
-        "BYMONTH",
-        "BYSETPOS",
-        "BYYEARDAY",
-        "BYWEEKNO",
-        "WKST",
-    ];
-    let mut freq = None;
-    for part in rrule.trim().trim_start_matches("RRULE:").split(';') {
+/// The `RRULE` parts a task's recurrence may use: day-level rules only, so no `BYHOUR`,
+/// `BYMINUTE` or `BYSECOND`.
+const RRULE_PARTS: &[&str] = &[
+    "FREQ",
+    "INTERVAL",
+    "COUNT",
+    "UNTIL",
+    "BYDAY",
+    "BYMONTHDAY",
+    "BYMONTH",
+    "BYSETPOS",
+    "BYYEARDAY",
+    "BYWEEKNO",
+    "WKST",
+];
+
+/// Checks an RFC 5545 `RRULE` value (without `DTSTART`, optionally prefixed `RRULE:`, any case)
+/// for a recurrence in `tz`: known parts with values in range, a `FREQ` of at least a day, and
+/// the RFC's rules (`COUNT` or `UNTIL`, not both; no `BYMONTHDAY` with `WEEKLY`; …).
+///
+/// The rule has no start of its own (it counts from the due or completion date), so it is checked
+/// against a start at the Unix epoch in `tz`; `UNTIL` is a date (`YYYYMMDD`) or a UTC date-time
+/// (`YYYYMMDDTHHMMSSZ`), as RFC 5545 requires with a start in a time zone.
+fn check_rrule(rrule: &str, tz: Tz) -> Result<(), String> {
+    let rule = rrule.trim().to_uppercase();
+    let rule = rule.strip_prefix("RRULE:").unwrap_or(&rule);
+    if !rule
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b';' | b',' | b'+' | b'-'))
+    {
+        return Err(
+            "an RRULE is KEY=VALUE parts separated by ';', such as FREQ=WEEKLY;BYDAY=MO".into(),
+        );
+    }
+    // What the rrule crate parses: the same parts, with a date-only UNTIL as a UTC date-time,
+    // the form it expects with a start in a time zone.
+    let mut parts = Vec::new();
+    for part in rule.split(';') {
+        if part.is_empty() {
+            return Err("the rule has an empty part (';;', or ';' at an end)".into());
+        }
         let (key, value) = part
             .split_once('=')
             .ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
-        let key = key.to_uppercase();
-        if !KEYS.contains(&key.as_str()) {
+        if !RRULE_PARTS.contains(&key) {
             return Err(format!("{key} is not supported"));
         }
         if value.is_empty() {
             return Err(format!("{key} has no value"));
         }
-        match key.as_str() {
-            "FREQ" => freq = Some(value.to_uppercase()),
-            "INTERVAL" | "COUNT" if !value.parse::<u32>().is_ok_and(|n| n > 0) => {
-                return Err(format!("{key} must be a positive integer"));
-            }
-            _ => {}
+        if key == "BYDAY"
+            && let Some(day) = value.split(',').find(|day| !weekday_position_ok(day))
+        {
+            return Err(format!(
+                "BYDAY={day}: a weekday's position is 1 to 53, or -1 to -53 counting from the end"
+            ));
+        }
+        if key == "UNTIL" {
+            parts.push(format!("UNTIL={}", until_in_utc(value)?));
+        } else {
+            parts.push(part.to_owned());
         }
     }
-    match freq.as_deref() {
-        Some("DAILY" | "WEEKLY" | "MONTHLY" | "YEARLY") => Ok(()),
-        Some(other) => Err(format!(
-            "FREQ={other} is not supported (DAILY, WEEKLY, MONTHLY, YEARLY)"
+    let parsed: RRule<Unvalidated> = parts.join(";").parse().map_err(rrule_error)?;
+    match parsed.get_freq() {
+        Frequency::Daily | Frequency::Weekly | Frequency::Monthly | Frequency::Yearly => {}
+        other => return Err(unsupported_freq(&other.to_string())),
+    }
+    if parsed.get_interval() == 0 {
+        return Err("INTERVAL must be a positive integer".into());
+    }
+    if parsed.get_count() == Some(0) {
+        return Err("COUNT must be a positive integer".into());
+    }
+    if parsed.get_count().is_some() && parsed.get_until().is_some() {
+        return Err("give COUNT or UNTIL, not both".into());
+    }
+    // Two checks the crate makes only after filling in parts from the start, too late to fail.
+    if parsed.get_by_month_day().contains(&0) {
+        return Err("BYMONTHDAY cannot be 0 (1 to 31, or -31 to -1 counting from the end)".into());
+    }
+    let by_parts = !parsed.get_by_month().is_empty()
+        || !parsed.get_by_month_day().is_empty()
+        || !parsed.get_by_year_day().is_empty()
+        || !parsed.get_by_week_no().is_empty()
+        || !parsed.get_by_weekday().is_empty();
+    if !parsed.get_by_set_pos().is_empty() && !by_parts {
+        return Err("BYSETPOS needs another BY part to pick from, such as BYDAY".into());
+    }
+    let start = DateTime::UNIX_EPOCH.with_timezone(&rrule::Tz::from(tz));
+    parsed.validate(start).map(drop).map_err(rrule_error)
+}
+
+/// Whether a `BYDAY` item's position (`2` in `2TU`, `-1` in `-1FR`, none in `MO`) is a non-zero
+/// number: the crate reads one it cannot parse (`0MO`, `+MO`, `+-1MO`) as every such weekday.
+/// `day` is ASCII.
+fn weekday_position_ok(day: &str) -> bool {
+    let position = &day[..day.len().saturating_sub(2)];
+    let digits = position.strip_prefix(['+', '-']).unwrap_or(position);
+    position.is_empty()
+        || (!digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+/// `UNTIL`'s value as a UTC date-time (`YYYYMMDDTHHMMSSZ`): a date is read as its first instant.
+/// `value` is ASCII.
+fn until_in_utc(value: &str) -> Result<String, String> {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    match value.len() {
+        8 if digits(value) && NaiveDate::parse_from_str(value, "%Y%m%d").is_ok() => {
+            Ok(format!("{value}T000000Z"))
+        }
+        16 if digits(&value[..8])
+            && digits(&value[9..15])
+            && NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%SZ").is_ok() =>
+        {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "UNTIL={value} is neither a date (YYYYMMDD) nor a date-time in UTC (YYYYMMDDTHHMMSSZ)"
         )),
-        None => Err("FREQ is required".into()),
+    }
+}
+
+fn unsupported_freq(freq: &str) -> String {
+    format!("FREQ={freq} is not supported (DAILY, WEEKLY, MONTHLY, YEARLY)")
+}
+
+/// The rrule crate's complaint, without its `RRule parsing error:` prefix.
+fn rrule_error(error: RRuleError) -> String {
+    match error {
+        RRuleError::ParserError(ParseError::InvalidFrequency(freq)) => unsupported_freq(&freq),
+        RRuleError::ParserError(ParseError::MissingProperty(part)) => format!("{part} is required"),
+        RRuleError::ParserError(e) => e.to_string(),
+        RRuleError::ValidationError(ValidationError::UntilBeforeStart { .. }) => {
+            "UNTIL must not be before 1970".into()
+        }
+        RRuleError::ValidationError(e) => e.to_string(),
+        RRuleError::IterError(e) => e,
     }
 }
 
@@ -575,11 +677,188 @@ mod tests {
             Some(Due::Date { .. })
         ));
         assert!(parse_due("2026-02-30", None).is_none());
-        assert!(check_rrule("FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10").is_ok());
-        assert!(check_rrule("FREQ=WEEKLY;INTERVAL=0").is_err());
-        assert!(check_rrule("INTERVAL=2").is_err());
-        assert!(check_rrule("FREQ=DAILY;FOO=1").is_err());
-        assert!(valid_timezone("America/Argentina/Buenos_Aires"));
-        assert!(!valid_timezone("Europe/../etc"));
+    }
+
+    fn rrule_error(rrule: &str) -> String {
+        check_rrule(rrule, Tz::UTC).expect_err(rrule)
+    }
+
+    #[test]
+    fn time_zones_are_iana_zones_named_as_the_database_spells_them() {
+        for (raw, canonical) in [
+            ("UTC", "UTC"),
+            ("Europe/Berlin", "Europe/Berlin"),
+            (
+                "America/Argentina/Buenos_Aires",
+                "America/Argentina/Buenos_Aires",
+            ),
+            ("US/Eastern", "US/Eastern"),
+            ("Etc/GMT+5", "Etc/GMT+5"),
+            ("europe/berlin", "Europe/Berlin"),
+            ("utc", "UTC"),
+            ("AMERICA/NEW_YORK", "America/New_York"),
+        ] {
+            assert_eq!(timezone(raw).map(|tz| tz.name()), Some(canonical), "{raw}");
+        }
+        for raw in [
+            "",
+            "Europe/Atlantis",
+            "Mars/Olympus_Mons",
+            "Europe/../etc",
+            "+02:00",
+            "CEST",
+        ] {
+            assert_eq!(timezone(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_time_zone_is_stored_with_its_canonical_name_and_an_unknown_one_is_listed() {
+        let (fields, _) = task_fields(
+            obj(json!({
+                "title": "t", "due": "2026-12-01T09:00:00+01:00", "timezone": "europe/berlin",
+                "recurrence": { "rrule": "FREQ=DAILY", "timezone": "asia/tokyo" }
+            })),
+            false,
+        )
+        .expect("valid");
+        assert!(
+            matches!(fields.due, Some(Due::At { tz: Some(ref tz), .. }) if tz == "Europe/Berlin")
+        );
+        assert_eq!(fields.recurrence.map(|r| r.tz), Some("Asia/Tokyo".into()));
+        let errors = task_fields(
+            obj(json!({
+                "title": "t", "due": "2026-12-01T09:00:00Z", "timezone": "Europe/Atlantis",
+                "recurrence": { "rrule": "FREQ=DAILY", "timezone": "Nowhere/Land" }
+            })),
+            false,
+        )
+        .expect_err("invalid");
+        let fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+        assert_eq!(
+            fields,
+            [("timezone", "invalid"), ("recurrence.timezone", "invalid")]
+        );
+    }
+
+    #[test]
+    fn the_rules_in_use_are_accepted() {
+        for rrule in [
+            "FREQ=DAILY",
+            "FREQ=WEEKLY;BYDAY=MO",
+            "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10",
+            "FREQ=MONTHLY;BYMONTHDAY=-1",
+            "FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=12",
+            "FREQ=MONTHLY;BYDAY=-1FR",
+            "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+            "FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=30",
+            "FREQ=YEARLY;BYWEEKNO=1;BYDAY=MO",
+            "FREQ=DAILY;UNTIL=20261231",
+            "FREQ=WEEKLY;UNTIL=20261231T235959Z;WKST=SU",
+            "RRULE:FREQ=DAILY;INTERVAL=3",
+            "freq=weekly;byday=mo",
+        ] {
+            assert_eq!(check_rrule(rrule, Tz::UTC), Ok(()), "{rrule}");
+            assert_eq!(
+                check_rrule(rrule, Tz::Europe__Berlin),
+                Ok(()),
+                "{rrule} in Berlin"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rule_needs_a_daily_or_longer_freq() {
+        assert!(rrule_error("INTERVAL=2").contains("FREQ is required"));
+        assert!(rrule_error("FREQ=FORTNIGHTLY").contains("FREQ=FORTNIGHTLY is not supported"));
+        for freq in ["HOURLY", "MINUTELY", "SECONDLY"] {
+            let message = rrule_error(&format!("FREQ={freq}"));
+            assert!(message.contains("is not supported (DAILY"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_rule_has_known_parts_once_each() {
+        assert!(rrule_error("FREQ=DAILY;FOO=1").contains("FOO is not supported"));
+        assert!(rrule_error("FREQ=DAILY;BYHOUR=9").contains("BYHOUR is not supported"));
+        assert!(rrule_error("FREQ=DAILY;COUNT").contains("is not KEY=VALUE"));
+        assert!(rrule_error("FREQ=DAILY;").contains("empty part"));
+        assert!(rrule_error("FREQ=DAILY;COUNT=").contains("COUNT has no value"));
+        assert!(rrule_error("FREQ=DAILY;FREQ=WEEKLY").contains("duplicate"));
+        assert!(rrule_error("DTSTART:20260101T000000Z\nRRULE:FREQ=DAILY").contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn interval_and_count_are_positive() {
+        assert!(rrule_error("FREQ=WEEKLY;INTERVAL=0").contains("INTERVAL must be a positive"));
+        assert!(rrule_error("FREQ=WEEKLY;INTERVAL=-1").contains("INTERVAL"));
+        assert!(rrule_error("FREQ=DAILY;COUNT=0").contains("COUNT must be a positive"));
+        assert!(rrule_error("FREQ=DAILY;COUNT=many").contains("COUNT"));
+    }
+
+    #[test]
+    fn count_and_until_are_not_both_given() {
+        assert_eq!(check_rrule("FREQ=DAILY;COUNT=5", Tz::UTC), Ok(()));
+        assert!(rrule_error("FREQ=DAILY;COUNT=5;UNTIL=20261231").contains("not both"));
+    }
+
+    #[test]
+    fn until_is_a_date_or_a_utc_date_time() {
+        assert_eq!(check_rrule("FREQ=DAILY;UNTIL=20260228", Tz::UTC), Ok(()));
+        for until in [
+            "20260230",
+            "2026-12-31",
+            "20261231T235959",
+            "20261231T256000Z",
+            "1",
+        ] {
+            let message = rrule_error(&format!("FREQ=DAILY;UNTIL={until}"));
+            assert!(message.contains("UNTIL="), "{until}: {message}");
+        }
+        assert!(rrule_error("FREQ=DAILY;UNTIL=19691231").contains("before 1970"));
+    }
+
+    #[test]
+    fn weekdays_are_two_letter_days() {
+        assert_eq!(check_rrule("FREQ=WEEKLY;BYDAY=SA,SU", Tz::UTC), Ok(()));
+        assert!(rrule_error("FREQ=WEEKLY;BYDAY=XX").contains("not a valid weekday"));
+        assert!(rrule_error("FREQ=MONTHLY;BYDAY=9MO").contains("BYDAY"));
+        assert!(rrule_error("FREQ=MONTHLY;BYDAY=0MO").contains("position"));
+        assert!(rrule_error("FREQ=MONTHLY;BYDAY=1MO,+MO").contains("BYDAY=+MO"));
+        assert!(rrule_error("FREQ=MONTHLY;BYDAY=+-1MO").contains("position"));
+        assert_eq!(check_rrule("FREQ=MONTHLY;BYDAY=+2TU,-1FR", Tz::UTC), Ok(()));
+    }
+
+    #[test]
+    fn by_values_are_in_range_and_fit_the_freq() {
+        assert!(rrule_error("FREQ=MONTHLY;BYMONTHDAY=32").contains("BYMONTHDAY"));
+        assert!(rrule_error("FREQ=MONTHLY;BYMONTHDAY=0").contains("BYMONTHDAY cannot be 0"));
+        assert!(rrule_error("FREQ=YEARLY;BYMONTH=13").contains("BYMONTH"));
+        assert!(rrule_error("FREQ=WEEKLY;BYMONTHDAY=1").contains("BYMONTHDAY"));
+        assert!(rrule_error("FREQ=MONTHLY;BYWEEKNO=1").contains("BYWEEKNO"));
+        assert!(rrule_error("FREQ=MONTHLY;BYSETPOS=1").contains("BYSETPOS"));
+        assert!(rrule_error("FREQ=YEARLY;BYYEARDAY=367").contains("BYYEARDAY"));
+    }
+
+    #[test]
+    fn an_invalid_rrule_is_listed_on_recurrence_rrule_and_a_valid_one_is_stored_uppercased() {
+        let spec =
+            recurrence(obj(json!({ "rrule": "freq=monthly;bymonthday=-1" }))).expect("valid");
+        assert_eq!(
+            spec.with_default_basis(true).rrule,
+            "FREQ=MONTHLY;BYMONTHDAY=-1"
+        );
+        let errors =
+            recurrence(obj(json!({ "rrule": "FREQ=MONTHLY;BYMONTHDAY=32" }))).expect_err("invalid");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].code),
+            ("recurrence.rrule", "invalid")
+        );
+        assert!(
+            errors[0].message.contains("BYMONTHDAY"),
+            "{}",
+            errors[0].message
+        );
     }
 }
