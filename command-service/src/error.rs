@@ -36,6 +36,28 @@ pub enum AppError {
     Log(#[from] event_store::Error),
 }
 
+/// The metrics outcome of an error answer, kept on the response so that a request turned away
+/// before the command pipeline is counted with the label the pipeline would give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutcomeLabel(pub &'static str);
+
+impl OutcomeLabel {
+    /// The outcome of an error answer that is not an [`AppError`]'s: the token checks' `401` and
+    /// `403`, a `413` body, an extractor's rejection.
+    pub fn of_status(status: StatusCode) -> Self {
+        Self(match status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "bad_request",
+            _ => "error",
+        })
+    }
+}
+
 impl AppError {
     /// A stable label for metrics.
     pub fn outcome(&self) -> &'static str {
@@ -113,6 +135,10 @@ impl IntoResponse for AppError {
                 Problem::internal()
             }
         };
-        problem.into_response()
+        let mut response = problem.into_response();
+        response
+            .extensions_mut()
+            .insert(OutcomeLabel(self.outcome()));
+        response
     }
 }

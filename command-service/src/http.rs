@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post, put};
 use event_store::{Actor, Idempotency};
@@ -16,13 +18,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{Command, DomainError, FieldError};
-use crate::error::AppError;
+use crate::error::{AppError, OutcomeLabel};
 use crate::input;
 use crate::openapi::{
     CommandAnswer, CommandHeaders, CommandProblems, NewReminderInput, RecurrenceInput, TagInput,
     TaskInput, TaskPatchInput,
 };
-use crate::service::{Action, CommandRequest, CommandService, Outcome, Target};
+use crate::service::{Action, COMMANDS, CommandRequest, CommandService, Outcome, Target};
 
 /// The header that carries a command's consistency token (also in the body).
 pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
@@ -43,31 +45,80 @@ impl FromRef<AppState> for Arc<Jwt> {
     }
 }
 
-/// The command routes.
+/// The command routes, each handler named by the command it runs (the `command` label of
+/// `taskstream_commands_total`, as [`Action`] names it in the pipeline).
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/api/{user_id}/tasks", post(create_task))
+        .route("/api/{user_id}/tasks", post(counted("create", create_task)))
         .route(
             "/api/{user_id}/tasks/{id}",
-            put(replace_task).patch(patch_task).delete(delete_task),
+            put(counted("replace", replace_task))
+                .patch(counted("patch", patch_task))
+                .delete(counted("delete", delete_task)),
         )
         .route(
             "/api/{user_id}/tasks/{id}/complete",
-            patch(toggle_complete).post(complete_task),
+            patch(counted("toggle_complete", toggle_complete))
+                .post(counted("complete", complete_task)),
         )
-        .route("/api/{user_id}/tasks/{id}/reopen", post(reopen_task))
-        .route("/api/{user_id}/tasks/{id}/tags", post(add_tag))
-        .route("/api/{user_id}/tasks/{id}/tags/{tag}", delete(remove_tag))
+        .route(
+            "/api/{user_id}/tasks/{id}/reopen",
+            post(counted("reopen", reopen_task)),
+        )
+        .route(
+            "/api/{user_id}/tasks/{id}/tags",
+            post(counted("add_tag", add_tag)),
+        )
+        .route(
+            "/api/{user_id}/tasks/{id}/tags/{tag}",
+            delete(counted("remove_tag", remove_tag)),
+        )
         .route(
             "/api/{user_id}/tasks/{id}/recurrence",
-            put(set_recurrence).delete(clear_recurrence),
+            put(counted("set_recurrence", set_recurrence))
+                .delete(counted("clear_recurrence", clear_recurrence)),
         )
-        .route("/api/{user_id}/reminders", post(add_reminder))
+        .route(
+            "/api/{user_id}/reminders",
+            post(counted("add_reminder", add_reminder)),
+        )
         .route(
             "/api/{user_id}/reminders/{reminder_id}",
-            delete(remove_reminder),
+            delete(counted("remove_reminder", remove_reminder)),
         )
         .with_state(state)
+}
+
+/// Marks the answer of a request that reached the command pipeline, which counted it.
+#[derive(Clone, Copy, Debug)]
+struct ReachedPipeline;
+
+/// `handler`, with the requests it turns away before the command pipeline (a missing or wrong
+/// token, an invalid body or header, a task id that names nothing, the `503` while the state
+/// loads) counted in `taskstream_commands_total` under `command`, as the pipeline counts the rest.
+fn counted<H, T>(command: &'static str, handler: H) -> impl Handler<T, AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    handler.layer(middleware::from_fn_with_state(command, count_turned_away))
+}
+
+async fn count_turned_away(
+    State(command): State<&'static str>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.extensions().get::<ReachedPipeline>().is_none() {
+        let outcome = response
+            .extensions()
+            .get::<OutcomeLabel>()
+            .copied()
+            .unwrap_or_else(|| OutcomeLabel::of_status(response.status()));
+        COMMANDS.with_label_values(&[command, outcome.0]).inc();
+    }
+    response
 }
 
 fn respond(outcome: Outcome, uri: &Uri) -> Response {
@@ -247,8 +298,15 @@ impl CommandCall {
         let trace = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(&self.headers))
         });
-        let outcome = state.service.execute(request).with_context(trace).await?;
-        Ok(respond(outcome, &self.uri))
+        // The pipeline counts what it answers; the mark keeps `count_turned_away` from counting
+        // it again.
+        let result = state.service.execute(request).with_context(trace).await;
+        let mut response = match result {
+            Ok(outcome) => respond(outcome, &self.uri),
+            Err(error) => error.into_response(),
+        };
+        response.extensions_mut().insert(ReachedPipeline);
+        Ok(response)
     }
 
     fn object(&self) -> Result<Map<String, Value>, AppError> {

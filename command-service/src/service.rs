@@ -16,7 +16,8 @@ use crate::input::RecurrenceSpec;
 use crate::state::SharedState;
 use crate::view::TaskView;
 
-static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+/// Also counts, in `http`, the requests turned away before the pipeline.
+pub(crate) static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     prometheus::register_int_counter_vec!(
         "taskstream_commands_total",
         "Commands handled, by command and outcome",

@@ -89,6 +89,29 @@ impl TestApp {
         task
     }
 
+    /// `taskstream_commands_total{command, outcome}` in `/metrics` (0 before the first). The
+    /// registry is the test process's, shared by every test in it.
+    async fn commands_counted(&self, command: &str, outcome: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let labels = [
+            format!("command=\"{command}\""),
+            format!("outcome=\"{outcome}\""),
+        ];
+        text.lines()
+            .filter(|line| line.starts_with("taskstream_commands_total{"))
+            .find(|line| labels.iter().all(|label| line.contains(label.as_str())))
+            .and_then(|line| line.rsplit(' ').next())
+            .map_or(0, |count| count.parse().expect("a count"))
+    }
+
     /// Commits (accepted, lost) in the log per aggregate id.
     async fn commits(&self) -> std::collections::HashMap<String, (usize, usize)> {
         let mut arbiter = Arbiter::new();
@@ -311,6 +334,56 @@ async fn tokens_are_checked_on_every_route() {
         .send(Method::POST, "bob", &format!("/tasks/{id}/complete"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_turned_away_before_the_pipeline_are_counted_as_commands() {
+    let app = TestApp::on_fresh_topic().await;
+    // Other tests in this process add to the 401s of every route, so that count is only checked
+    // to grow; no other test sends these 422s and 404s, so their counts are exact.
+    let unauthorized = app.commands_counted("add_tag", "unauthorized").await;
+    let invalid = app.commands_counted("set_recurrence", "invalid").await;
+    let not_found = app.commands_counted("remove_reminder", "not_found").await;
+
+    let response = app
+        .client
+        .post(format!("{}/api/alice/tasks/1/tags", app.base))
+        .json(&json!({ "tag": "home" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, problem) = app
+        .send(
+            Method::PUT,
+            "alice",
+            "/tasks/1/recurrence",
+            Some(json!({ "rrule": "FREQ=MONTHLY;BYMONTHDAY=32" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "recurrence.rrule");
+    // Reaches the pipeline, which counts it: once.
+    let (status, _) = app
+        .send(
+            Method::DELETE,
+            "alice",
+            &format!("/reminders/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    assert!(app.commands_counted("add_tag", "unauthorized").await > unauthorized);
+    assert_eq!(
+        app.commands_counted("set_recurrence", "invalid").await,
+        invalid + 1
+    );
+    assert_eq!(
+        app.commands_counted("remove_reminder", "not_found").await,
+        not_found + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
