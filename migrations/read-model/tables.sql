@@ -67,18 +67,28 @@ CREATE TABLE tasks (
         setweight(to_tsvector('simple', coalesce(description, '')), 'B')
     ) STORED
 );
--- Keyset pagination: every sort key, with the task id as the tie-breaker, per user.
-CREATE INDEX tasks_by_created  ON tasks (user_id, created_at, task_id);
-CREATE INDEX tasks_by_updated  ON tasks (user_id, updated_at, task_id);
-CREATE INDEX tasks_by_due      ON tasks (user_id, due_at, task_id);
-CREATE INDEX tasks_by_due_desc ON tasks (user_id, due_at DESC NULLS LAST, task_id DESC);
-CREATE INDEX tasks_by_priority ON tasks (user_id, priority, task_id);
-CREATE INDEX tasks_by_title    ON tasks (user_id, title, task_id);
+-- Keyset pagination, per user and status: every sort key, with the task id as the tie-breaker.
+-- A list of open (or of completed) tasks reads exactly its own rows in its order and stops at
+-- the page's end; `status=all` merges the open and the completed ranges. Deleted tasks are
+-- never listed, so these indexes leave them out.
+CREATE INDEX tasks_by_created  ON tasks (user_id, status, created_at, task_id)
+    WHERE status <> 'deleted';
+CREATE INDEX tasks_by_updated  ON tasks (user_id, status, updated_at, task_id)
+    WHERE status <> 'deleted';
+CREATE INDEX tasks_by_due      ON tasks (user_id, status, due_at, task_id)
+    WHERE status <> 'deleted';
+CREATE INDEX tasks_by_due_desc ON tasks (user_id, status, due_at DESC NULLS LAST, task_id DESC)
+    WHERE status <> 'deleted';
+CREATE INDEX tasks_by_priority ON tasks (user_id, status, priority, task_id)
+    WHERE status <> 'deleted';
+CREATE INDEX tasks_by_title    ON tasks (user_id, status, title, task_id)
+    WHERE status <> 'deleted';
 -- Not unique: numbers come from the log, and the projector must never refuse an event.
 CREATE INDEX tasks_by_number   ON tasks (user_id, task_number);
-CREATE INDEX tasks_tag_keys    ON tasks USING gin (tag_keys);
-CREATE INDEX tasks_search      ON tasks USING gin (search);
-CREATE INDEX tasks_title_trgm  ON tasks USING gin (lower(title) gin_trgm_ops);
+-- No GIN index on tags, `search` or trigrams of the title: every query is one user's, and such an
+-- index holds every user's tasks, so a plan starting from it reads other users' matches (a
+-- tag or a common word: a good share of all tasks) only to drop them. Tags and search text are
+-- checked on the user's rows instead.
 
 -- Per-user tag counts over tasks that are not deleted (open ones counted apart).
 CREATE TABLE tags (
@@ -114,7 +124,8 @@ CREATE TABLE reminders (
     updated_at     timestamptz NOT NULL
 );
 CREATE INDEX reminders_by_user ON reminders (user_id, remind_at, reminder_id);
-CREATE INDEX reminders_by_task ON reminders (task_id);
+-- A task's reminders in the order a task shows them.
+CREATE INDEX reminders_by_task ON reminders (task_id, created_at, reminder_id);
 
 CREATE TABLE notifications (
     -- The event that caused it.

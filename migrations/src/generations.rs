@@ -7,7 +7,7 @@ use sqlx::{Executor, PgConnection, PgPool};
 
 /// The version of `read-model/tables.sql`. Bump it with every change to that file; a generation
 /// created with an older version is rebuilt, never altered in place.
-pub const READ_MODEL_VERSION: i32 = 1;
+pub const READ_MODEL_VERSION: i32 = 2;
 
 /// The read model tables, created inside a generation's schema.
 pub const TABLES_SQL: &str = include_str!("../read-model/tables.sql");

@@ -222,6 +222,7 @@ fn key_of(sort: SortKey, row: &TaskRow) -> Value {
 }
 
 /// A cursor's sort key, typed for binding.
+#[derive(Clone)]
 enum Key {
     Time(DateTime<Utc>),
     NoTime,
@@ -254,17 +255,20 @@ fn parse_key(sort: SortKey, value: &Value) -> Option<Key> {
     }
 }
 
-/// The columns every task query returns (`t` is the task), without `rank`.
+/// The columns every task query returns (`t` is the task), without `rank`. A task's reminders
+/// come in the order of `reminders_by_task`, so no sort runs per task (an ordered `jsonb_agg`
+/// sorts, even nothing, for each task of the page).
 fn task_columns(generation: &Generation) -> String {
     format!(
         r#"t.task_id, t.task_number, t.title, t.description, t.priority, t.due, t.due_at, t.tags,
            t.recurrence, t.status, t.version, t.created_at, t.updated_at, t.completed_at,
-           (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', r.reminder_id, 'time', r.time, 'remind_at', r.remind_at,
-                       'status', r.status, 'fired', r.status = 'fired')
-                   ORDER BY r.created_at, r.reminder_id), '[]'::jsonb)
-              FROM {reminders} r
-             WHERE r.task_id = t.task_id AND r.removed_at IS NULL) AS reminders"#,
+           to_jsonb(ARRAY(
+               SELECT jsonb_build_object(
+                          'id', r.reminder_id, 'time', r.time, 'remind_at', r.remind_at,
+                          'status', r.status, 'fired', r.status = 'fired')
+                 FROM {reminders} r
+                WHERE r.task_id = t.task_id AND r.removed_at IS NULL
+                ORDER BY r.created_at, r.reminder_id)) AS reminders"#,
         reminders = generation.table("reminders"),
     )
 }
@@ -281,13 +285,25 @@ fn push_rank(qb: &mut QueryBuilder<'_, Postgres>, search: &Search) {
         .push(", lower(t.title)))::real");
 }
 
-fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, user: &str, filter: &TaskFilter) {
+/// The condition on `t.status` of a status filter.
+fn status_condition(status: StatusFilter) -> &'static str {
+    match status {
+        StatusFilter::Open => "t.status = 'open'",
+        StatusFilter::Completed => "t.status = 'completed'",
+        StatusFilter::All => "t.status IN ('open', 'completed')",
+    }
+}
+
+/// `WHERE` with every condition of `filter` but its status (`status` instead) and its search
+/// text (see [`push_search`]).
+fn push_filter(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    user: &str,
+    status: StatusFilter,
+    filter: &TaskFilter,
+) {
     qb.push(" WHERE t.user_id = ").push_bind(user.to_owned());
-    qb.push(match filter.status {
-        StatusFilter::Open => " AND t.status = 'open'",
-        StatusFilter::Completed => " AND t.status = 'completed'",
-        StatusFilter::All => " AND t.status IN ('open', 'completed')",
-    });
+    qb.push(" AND ").push(status_condition(status));
     if !filter.priorities.is_empty() {
         qb.push(" AND t.priority = ANY(")
             .push_bind(filter.priorities.clone())
@@ -320,20 +336,22 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, user: &str, filter: &TaskFil
     if filter.overdue {
         qb.push(" AND t.status = 'open' AND t.due_at < now()");
     }
-    if let Some(search) = &filter.search {
-        qb.push(" AND (");
-        if let Some(tsquery) = &search.tsquery {
-            qb.push("t.search @@ to_tsquery('simple', ")
-                .push_bind(tsquery.clone())
-                .push(") OR ");
-        }
-        // `%`: the whole title is similar; `%>`: some part of it is (a word with a typo).
-        qb.push("lower(t.title) % ")
-            .push_bind(search.text.clone())
-            .push(" OR lower(t.title) %> ")
-            .push_bind(search.text.clone())
-            .push(")");
+}
+
+/// The text conditions of a search, in parentheses.
+fn push_search(qb: &mut QueryBuilder<'_, Postgres>, search: &Search) {
+    qb.push("(");
+    if let Some(tsquery) = &search.tsquery {
+        qb.push("t.search @@ to_tsquery('simple', ")
+            .push_bind(tsquery.clone())
+            .push(") OR ");
     }
+    // `%`: the whole title is similar; `%>`: some part of it is (a word with a typo).
+    qb.push("lower(t.title) % ")
+        .push_bind(search.text.clone())
+        .push(" OR lower(t.title) %> ")
+        .push_bind(search.text.clone())
+        .push(")");
 }
 
 /// The keyset condition "after the cursor's row". NULL due times sort last either way.
@@ -419,24 +437,61 @@ pub async fn list(
             qb.push("0::real");
         }
     }
-    qb.push(" AS rank FROM ")
-        .push(generation.table("tasks"))
-        .push(" t");
-    push_filter(&mut qb, &list.user, &list.filter);
-    if let Some((key, id)) = after {
-        push_after(&mut qb, list, key, id);
+    qb.push(" AS rank FROM ");
+    let tasks = generation.table("tasks");
+    let limit = i64::from(list.limit) + 1;
+    match (&list.filter.search, list.filter.status) {
+        // A search matches the text against each of the user's tasks that pass the other
+        // filters. `OFFSET 0` keeps the text conditions out of that scan, so every plan starts
+        // from the user's rows, the statement's cached generic plan included (in generation 1,
+        // a generic plan started from GIN indexes over every user's tasks). Planning a search
+        // with its values each time cost more than running it.
+        (Some(search), status) => {
+            qb.push("(SELECT * FROM ").push(&tasks).push(" t");
+            push_filter(&mut qb, &list.user, status, &list.filter);
+            qb.push(" OFFSET 0) t WHERE ");
+            push_search(&mut qb, search);
+            if let Some((key, id)) = after {
+                push_after(&mut qb, list, key, id);
+            }
+        }
+        // The open and the completed tasks are two ranges of the keyset indexes: each gives at
+        // most a page in order, and only those are merged.
+        (None, StatusFilter::All) => {
+            qb.push("(");
+            for (n, status) in [StatusFilter::Open, StatusFilter::Completed]
+                .into_iter()
+                .enumerate()
+            {
+                if n > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("(SELECT * FROM ").push(&tasks).push(" t");
+                push_filter(&mut qb, &list.user, status, &list.filter);
+                if let Some((key, id)) = &after {
+                    push_after(&mut qb, list, key.clone(), *id);
+                }
+                qb.push(" ORDER BY ")
+                    .push(order_by(list.sort, list.direction))
+                    .push(" LIMIT ")
+                    .push_bind(limit)
+                    .push(")");
+            }
+            qb.push(") t");
+        }
+        (None, status) => {
+            qb.push(&tasks).push(" t");
+            push_filter(&mut qb, &list.user, status, &list.filter);
+            if let Some((key, id)) = after {
+                push_after(&mut qb, list, key, id);
+            }
+        }
     }
     qb.push(" ORDER BY ")
         .push(order_by(list.sort, list.direction))
         .push(" LIMIT ")
-        .push_bind(i64::from(list.limit) + 1);
-    // A search is planned with its values every time: a cached generic plan of it scans the
-    // text and trigram indexes across every user's tasks instead of starting from the user's.
-    let mut rows: Vec<TaskRow> = qb
-        .build_query_as()
-        .persistent(list.filter.search.is_none())
-        .fetch_all(pool)
-        .await?;
+        .push_bind(limit);
+    let mut rows: Vec<TaskRow> = qb.build_query_as().fetch_all(pool).await?;
     let limit = list.limit as usize;
     let next = if rows.len() > limit {
         rows.truncate(limit);
