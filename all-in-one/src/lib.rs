@@ -32,6 +32,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub query: query_service::QuerySettings,
     pub projection: projection_service::ProjectionSettings,
+    pub snapshots: command_service::snapshot::SnapshotSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -44,6 +45,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             query: query_service::QuerySettings::default(),
             projection: projection_service::ProjectionSettings::default(),
+            snapshots: Default::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -64,6 +66,8 @@ pub async fn build(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         http: settings.http.clone(),
         kafka: settings.kafka.clone(),
         auth: settings.auth.clone(),
+        database: settings.database.clone(),
+        snapshots: settings.snapshots.clone(),
         telemetry: settings.telemetry.clone(),
     };
     let (command_routes, command_ready) = command_service::api(&commands).await?;

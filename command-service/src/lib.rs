@@ -9,6 +9,8 @@
 //! - [`domain`]: the pure core — the task aggregate's rules and input validation.
 //! - [`input`]: request bodies → checked domain values (every invalid field listed).
 //! - [`state`]: the aggregates' state, rebuilt from the log and kept current by its tail.
+//! - [`snapshot`]: per-partition snapshots of that state in Postgres, so a start reads only the
+//!   end of the log.
 //! - [`service`]: the command pipeline (idempotency, `If-Match`, append, confirm, retry).
 //! - [`http`]: routes, headers and responses; [`error`]: problem+json errors.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`) and docs UI (`/docs`).
@@ -20,20 +22,24 @@ pub mod http;
 pub mod input;
 pub mod openapi;
 pub mod service;
+pub mod snapshot;
 pub mod state;
 pub mod view;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use event_store::{Appender, Arbiter, LogConfig, LogTail, StartAt, Writer};
 use serde::{Deserialize, Serialize};
 use service_kit::auth::{AuthSettings, Jwt};
+use service_kit::database::DatabaseSettings;
 use service_kit::http::{HttpApp, Readiness, broker_check, ops_routes};
 use service_kit::settings::HttpSettings;
 use service_kit::telemetry::TelemetrySettings;
 
 use crate::service::CommandService;
+use crate::snapshot::{SnapshotSettings, SnapshotStore};
 use crate::state::SharedState;
 
 /// The service's name in logs and metrics.
@@ -46,6 +52,9 @@ pub struct Settings {
     pub http: HttpSettings,
     pub kafka: LogConfig,
     pub auth: AuthSettings,
+    /// Where snapshots are kept (only used with snapshots enabled).
+    pub database: DatabaseSettings,
+    pub snapshots: SnapshotSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -55,6 +64,8 @@ impl Default for Settings {
             http: HttpSettings::with_port(8081),
             kafka: LogConfig::default(),
             auth: AuthSettings::default(),
+            database: DatabaseSettings::default(),
+            snapshots: SnapshotSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -62,8 +73,9 @@ impl Default for Settings {
 
 /// Builds the service and binds its port; run it with [`HttpApp::run`].
 ///
-/// The state of every partition is rebuilt from the log in the background; until it is, `/ready`
-/// answers `503` and commands `503` with `Retry-After`.
+/// The state of every partition is restored from its snapshot (where one fits) and the log after
+/// it, in the background; until it is, `/ready` answers `503` and commands `503` with
+/// `Retry-After`.
 pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
     let (api, readiness) = api(&settings).await?;
     let router = Router::new()
@@ -73,31 +85,68 @@ pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
     HttpApp::bind(settings.http.addr(), router, SERVICE).await
 }
 
+/// The snapshot store, if snapshots are enabled and the database answers; without it every start
+/// reads the whole log.
+async fn snapshot_store(settings: &Settings) -> Option<SnapshotStore> {
+    if !settings.snapshots.enabled {
+        return None;
+    }
+    let opened = match settings.database.pool() {
+        Ok(pool) => SnapshotStore::open(pool, &settings.kafka.topic).await,
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(store) => Some(store),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "snapshots unavailable: this start reads the whole log and takes none"
+            );
+            None
+        }
+    }
+}
+
 /// The command routes (`/api/{user_id}/…`) and their readiness checks, without ops endpoints
 /// or the OpenAPI document, so an all-in-one process can serve them beside the query routes.
 pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
     let appender = Appender::connect(&settings.kafka).await?;
-    let state = SharedState::default();
-    let starts: Vec<_> = (0..appender.partitions())
-        .map(|p| (p, StartAt::Beginning))
-        .collect();
-    let tail = Arc::new(
-        LogTail::start(
-            &settings.kafka,
-            SERVICE,
-            &starts,
+    let partitions = appender.partitions();
+    let store = snapshot_store(settings).await;
+    let (aggregates, arbiter, starts) = match &store {
+        Some(store) => snapshot::restore_all(store, &settings.kafka, partitions).await,
+        None => (
+            state::Aggregates::default(),
             Arbiter::new(),
-            state.clone(),
-        )
-        .await?,
-    );
+            (0..partitions).map(|p| (p, StartAt::Beginning)).collect(),
+        ),
+    };
+    let snapshotted: HashMap<i32, i64> = starts
+        .iter()
+        .filter_map(|(p, s)| match s {
+            StartAt::Offset(o) => Some((*p, *o)),
+            _ => None,
+        })
+        .collect();
+    let state = SharedState::new(aggregates);
+    let tail =
+        Arc::new(LogTail::start(&settings.kafka, SERVICE, &starts, arbiter, state.clone()).await?);
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     {
         let tail = Arc::clone(&tail);
+        let state = state.clone();
+        let snapshots = settings.snapshots.clone();
         tokio::spawn(async move {
-            if tail.caught_up().await.is_ok() {
+            let caught_up = tail.caught_up().await.is_ok();
+            // Snapshots are taken while the service (its tail) lives.
+            let alive = Arc::downgrade(&tail);
+            drop(tail);
+            if caught_up {
                 tracing::info!("state rebuilt from the event log");
                 ready_tx.send_replace(true);
+                if let Some(store) = store {
+                    snapshot::run(store, state, partitions, snapshots, snapshotted, alive).await;
+                }
             }
         });
     }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use event_store::{Commit, Event, LogPosition, TailSink, UserId, Verdict};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::Task;
@@ -17,7 +18,7 @@ use crate::view::TaskView;
 pub const RECENT_EVENTS: usize = 50;
 
 /// A task and its bookkeeping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskEntry {
     pub user: UserId,
     pub task: Task,
@@ -28,7 +29,7 @@ pub struct TaskEntry {
 }
 
 /// The outcome of a request that carried an `Idempotency-Key`, as recorded from its commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdempotentOutcome {
     pub request_hash: String,
     pub task_id: Uuid,
@@ -41,7 +42,7 @@ pub struct IdempotentOutcome {
 }
 
 /// Per-user bookkeeping.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct UserEntry {
     /// The highest task number used so far.
     pub last_number: u64,
@@ -50,12 +51,15 @@ pub struct UserEntry {
 }
 
 /// Everything the command side knows.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Aggregates {
     pub tasks: HashMap<Uuid, TaskEntry>,
     pub users: HashMap<UserId, UserEntry>,
     /// Reminder id → task id.
     pub reminders: HashMap<Uuid, Uuid>,
+    /// The next offset to apply per partition: every record below it is in the state (or was
+    /// judged a lost race, or is not a commit), so a snapshot taken now is valid from there.
+    pub applied: HashMap<i32, i64>,
 }
 
 impl Aggregates {
@@ -124,6 +128,11 @@ impl Aggregates {
 pub struct SharedState(Arc<RwLock<Aggregates>>);
 
 impl SharedState {
+    /// A handle to `state` (for example restored from snapshots).
+    pub fn new(state: Aggregates) -> Self {
+        Self(Arc::new(RwLock::new(state)))
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Aggregates> {
         self.0
             .read()
@@ -139,8 +148,19 @@ impl SharedState {
 
 impl TailSink for SharedState {
     fn on_commit(&mut self, position: LogPosition, commit: &Commit, verdict: Verdict) {
+        let mut state = self.write();
         if verdict.is_accepted() {
-            self.write().apply(position, commit);
+            state.apply(position, commit);
         }
+        state
+            .applied
+            .insert(position.partition, position.offset + 1);
+    }
+
+    fn on_undecodable(&mut self, position: LogPosition, error: &event_store::Error) {
+        tracing::error!(%position, %error, "undecodable record in the log; skipped");
+        self.write()
+            .applied
+            .insert(position.partition, position.offset + 1);
     }
 }

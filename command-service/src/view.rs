@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use event_store::events::{Due, Priority, Recurrence, ReminderTime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Task, TaskStatus};
 
 /// A task as command responses show it.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
     pub id: Uuid,
     /// The short per-user number (usable in place of the id in paths).
@@ -30,7 +30,7 @@ pub struct TaskView {
 }
 
 /// A reminder of a task.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReminderView {
     pub id: Uuid,
     pub time: ReminderTime,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use command_service::snapshot::SnapshotSettings;
 use event_store::testing::{PrivateBroker, fresh_topic, shared_brokers};
 use event_store::{Arbiter, LogConfig, LogReader, StartAt, UserId};
 use futures::future::join_all;
@@ -24,6 +25,11 @@ impl TestApp {
         let settings = command_service::Settings {
             http: HttpSettings::with_port(0),
             kafka: kafka.clone(),
+            // Every start here rebuilds from the log alone; tests/snapshots.rs covers snapshots.
+            snapshots: SnapshotSettings {
+                enabled: false,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let jwt = Jwt::new(&settings.auth);

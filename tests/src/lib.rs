@@ -49,6 +49,7 @@ impl Stack {
         command_service::Settings {
             http: HttpSettings::with_port(0),
             kafka: self.kafka.clone(),
+            database: self.database(),
             ..Default::default()
         }
     }

@@ -10,7 +10,7 @@ use event_store::events::{
     RecurrenceCleared, RecurrenceSet, ReminderAdded, ReminderRemoved, ReminderTime, TagChanged,
     TaskCompleted, TaskCreated, TaskDeleted, TaskReopened, TaskUpdated,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::validate::{self, FieldError, TaskFields, TaskPatch};
@@ -19,7 +19,7 @@ use super::validate::{self, FieldError, TaskFields, TaskPatch};
 pub const REMINDERS_MAX: usize = 20;
 
 /// Where a task is in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     #[default]
@@ -108,7 +108,7 @@ fn not_found(code: &'static str, message: impl Into<String>) -> DomainError {
 }
 
 /// A task's state, rebuilt from its events. Version 0 means it does not exist yet.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
     pub number: u64,

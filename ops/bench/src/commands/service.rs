@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use command_service::Settings;
+use command_service::snapshot::SnapshotSettings;
 use event_store::LogConfig;
 use reqwest::{Client, StatusCode};
+use secrecy::SecretString;
 use service_kit::auth::AuthSettings;
+use service_kit::database::DatabaseSettings;
 use service_kit::settings::HttpSettings;
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -19,13 +23,72 @@ pub const READY_POLL: Duration = Duration::from_millis(50);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The settings of a service on `kafka`'s topic: a free port, the default (development) JWT
-/// secret, default telemetry (no subscriber is installed, so nothing is logged).
-pub fn settings(kafka: LogConfig) -> Settings {
+/// secret, default telemetry (no subscriber is installed, so nothing is logged), and snapshots
+/// in `snapshots` (none without).
+pub fn settings(kafka: LogConfig, snapshots: Option<DatabaseSettings>) -> Settings {
     Settings {
         http: HttpSettings::with_port(0),
         kafka,
         auth: AuthSettings::default(),
+        snapshots: SnapshotSettings {
+            enabled: snapshots.is_some(),
+            ..SnapshotSettings::default()
+        },
+        database: snapshots.unwrap_or_default(),
         telemetry: Default::default(),
+    }
+}
+
+/// The database services keep their snapshots in, and a look at what they stored.
+#[derive(Debug)]
+pub struct Snapshots {
+    database: DatabaseSettings,
+    pool: PgPool,
+}
+
+impl Snapshots {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let database = DatabaseSettings {
+            url: SecretString::from(url.to_owned()),
+            ..DatabaseSettings::default()
+        };
+        let pool = database.pool()?;
+        migrations::run(&pool)
+            .await
+            .context("migrate the snapshot database (is Postgres up? ops/dev infra)")?;
+        Ok(Self { database, pool })
+    }
+
+    /// Settings of a service on `kafka`'s topic that restores and takes snapshots here.
+    pub fn settings(&self, kafka: LogConfig) -> Settings {
+        settings(kafka, Some(self.database.clone()))
+    }
+
+    /// Waits until the snapshots of `topic` cover its first `records` records, and returns how
+    /// long that took.
+    pub async fn wait_until_covered(
+        &self,
+        topic: &str,
+        records: i64,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let covered: Option<i64> = sqlx::query_scalar(
+                "SELECT sum(next_offset)::bigint FROM command_snapshots WHERE topic = $1",
+            )
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await
+            .context("read the snapshots")?;
+            if covered.unwrap_or(0) >= records {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                bail!("the snapshots of {topic} cover {covered:?} of {records} records");
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
     }
 }
 
