@@ -201,6 +201,14 @@ spec:
                   name: {{ include "taskstream.databaseSecretName" $root }}
                   key: {{ $root.Values.database.secretKey }}
             {{- end }}
+            {{- if eq .component "command-service" }}
+            - name: TASKSTREAM_SNAPSHOTS__ENABLED
+              value: {{ $v.snapshots.enabled | toString | quote }}
+            - name: TASKSTREAM_SNAPSHOTS__INTERVAL_SECS
+              value: {{ $v.snapshots.intervalSecs | int | quote }}
+            - name: TASKSTREAM_SNAPSHOTS__MIN_RECORDS
+              value: {{ $v.snapshots.minRecords | int | quote }}
+            {{- end }}
             {{- if eq .component "projection-service" }}
             - name: TASKSTREAM_PROJECTION__PARTITIONS
               value: {{ $v.partitions | default "all" | toString | quote }}
