@@ -4,24 +4,31 @@ use std::time::Duration;
 
 use command_service::snapshot::SnapshotSettings;
 use event_store::testing::{PrivateBroker, fresh_topic, shared_brokers};
-use event_store::{Arbiter, LogConfig, LogReader, StartAt, UserId};
+use event_store::{Arbiter, LogConfig, LogReader, StartAt};
 use futures::future::join_all;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use service_kit::auth::{AuthSettings, Jwt};
+use service_kit::auth::AuthSettings;
 use service_kit::settings::HttpSettings;
 
+mod support;
+
+/// The service on its topic, which tests read and restart it on.
 struct TestApp {
-    base: String,
-    client: Client,
-    jwt: Jwt,
+    service: support::Service,
     kafka: LogConfig,
-    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = support::Service;
+
+    fn deref(&self) -> &support::Service {
+        &self.service
+    }
 }
 
 impl TestApp {
     async fn start(kafka: LogConfig) -> Self {
-        service_kit::telemetry::init_for_tests();
         let settings = command_service::Settings {
             http: HttpSettings::with_port(0),
             kafka: kafka.clone(),
@@ -32,45 +39,14 @@ impl TestApp {
             },
             ..Default::default()
         };
-        let jwt = Jwt::new(&settings.auth);
-        let app = command_service::build(settings).await.expect("build");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run(async move {
-            let _ = stopped.await;
-        }));
-        let client = Client::new();
-        for _ in 0..200 {
-            let ready = client.get(format!("{base}/ready")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Self {
-            base,
-            client,
-            jwt,
+            service: support::Service::start(settings).await,
             kafka,
-            _stop: stop,
         }
     }
 
     async fn on_fresh_topic() -> Self {
         Self::start(fresh_topic(&shared_brokers(), 3).await).await
-    }
-
-    fn token(&self, user: &str) -> String {
-        self.jwt.mint(
-            &UserId::parse(user).expect("valid"),
-            Duration::from_secs(600),
-        )
-    }
-
-    fn request(&self, method: Method, user: &str, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}/api/{user}{path}", self.base))
-            .bearer_auth(self.token(user))
     }
 
     async fn send(
@@ -80,13 +56,7 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self.request(method, user, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send_with(method, user, path, &[], body).await
     }
 
     async fn create(&self, user: &str, body: Value) -> Value {

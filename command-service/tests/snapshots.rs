@@ -3,78 +3,22 @@
 
 use std::time::Duration;
 
+use command_service::Settings;
 use command_service::snapshot::{self, SnapshotSettings, SnapshotStore};
 use command_service::state::{Aggregates, SharedState};
-use command_service::{Settings, build};
 use event_store::log::admin;
 use event_store::testing::{fresh_topic, shared_brokers};
-use event_store::{Arbiter, LogConfig, LogTail, StartAt, UserId};
-use reqwest::{Client, Method, StatusCode};
+use event_store::{Arbiter, LogConfig, LogTail, StartAt};
+use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
-use serde_json::{Value, json};
-use service_kit::auth::Jwt;
+use serde_json::json;
 use service_kit::database::DatabaseSettings;
 use service_kit::settings::HttpSettings;
 
 const PARTITIONS: i32 = 3;
 
-struct Service {
-    base: String,
-    client: Client,
-    jwt: Jwt,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Service {
-    async fn start(settings: Settings) -> Self {
-        let jwt = Jwt::new(&settings.auth);
-        let app = build(settings).await.expect("build");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run(async move {
-            let _ = stopped.await;
-        }));
-        let client = Client::new();
-        for _ in 0..400 {
-            let ready = client.get(format!("{base}/ready")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            base,
-            client,
-            jwt,
-            _stop: stop,
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        user: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Value,
-    ) -> (StatusCode, Value) {
-        let token = self.jwt.mint(
-            &UserId::parse(user).expect("valid"),
-            Duration::from_secs(600),
-        );
-        let mut request = self
-            .client
-            .request(method, format!("{}/api/{user}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
+mod support;
+use support::Service;
 
 fn settings(kafka: &LogConfig, database_url: &str, snapshots: bool) -> Settings {
     Settings {
@@ -136,35 +80,35 @@ async fn a_start_from_snapshots_equals_a_start_from_the_whole_log_and_carries_on
     // Arrange: a log written by a service that takes no snapshots.
     let first = Service::start(settings(&kafka, &database_url, false)).await;
     let (status, created) = first
-        .send(
+        .send_with(
             Method::POST,
             "ann",
             "/tasks",
             &[("idempotency-key", "ann-first")],
-            json!({"title": "first", "tags": ["home"]}),
+            Some(json!({"title": "first", "tags": ["home"]})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     for user in users {
         for i in 0..3 {
             let (status, task) = first
-                .send(
+                .send_with(
                     Method::POST,
                     user,
                     "/tasks",
                     &[],
-                    json!({"title": format!("t{i}")}),
+                    Some(json!({"title": format!("t{i}")})),
                 )
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{task}");
             for edit in 0..12 {
                 let (status, _) = first
-                    .send(
+                    .send_with(
                         Method::PATCH,
                         user,
                         &format!("/tasks/{}", task["number"]),
                         &[],
-                        json!({"title": format!("t{i} edit {edit}")}),
+                        Some(json!({"title": format!("t{i} edit {edit}")})),
                     )
                     .await;
                 assert_eq!(status, StatusCode::OK);
@@ -195,22 +139,22 @@ async fn a_start_from_snapshots_equals_a_start_from_the_whole_log_and_carries_on
 
     // More commands after the snapshots, then a stop.
     let (status, later) = second
-        .send(
+        .send_with(
             Method::POST,
             "ann",
             "/tasks",
             &[],
-            json!({"title": "after"}),
+            Some(json!({"title": "after"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{later}");
     let (status, edited) = second
-        .send(
+        .send_with(
             Method::PATCH,
             "ben",
             "/tasks/1",
             &[],
-            json!({"priority": "urgent"}),
+            Some(json!({"priority": "urgent"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
@@ -237,40 +181,46 @@ async fn a_start_from_snapshots_equals_a_start_from_the_whole_log_and_carries_on
     // A service started from the snapshots carries on: numbers, versions, idempotency keys.
     let third = Service::start(settings(&kafka, &database_url, true)).await;
     let (status, replayed) = third
-        .send(
+        .send_with(
             Method::POST,
             "ann",
             "/tasks",
             &[("idempotency-key", "ann-first")],
-            json!({"title": "first", "tags": ["home"]}),
+            Some(json!({"title": "first", "tags": ["home"]})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(replayed, created, "the recorded answer");
     let (status, next) = third
-        .send(Method::POST, "ann", "/tasks", &[], json!({"title": "next"}))
+        .send_with(
+            Method::POST,
+            "ann",
+            "/tasks",
+            &[],
+            Some(json!({"title": "next"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(next["number"], later["number"].as_u64().unwrap() + 1);
     let version = edited["version"].to_string();
     let (status, stale) = third
-        .send(
+        .send_with(
             Method::PATCH,
             "ben",
             "/tasks/1",
             &[("if-match", "\"1\"")],
-            json!({"title": "stale"}),
+            Some(json!({"title": "stale"})),
         )
         .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{stale}");
     assert_eq!(stale["current_version"], edited["version"]);
     let (status, patched) = third
-        .send(
+        .send_with(
             Method::PATCH,
             "ben",
             "/tasks/1",
             &[("if-match", &format!("\"{version}\""))],
-            json!({"title": "fresh"}),
+            Some(json!({"title": "fresh"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");

@@ -7,7 +7,7 @@ use sqlx::{Executor, PgConnection, PgPool};
 
 /// The version of `read-model/tables.sql`. Bump it with every change to that file; a generation
 /// created with an older version is rebuilt, never altered in place.
-pub const READ_MODEL_VERSION: i32 = 2;
+pub const READ_MODEL_VERSION: i32 = 3;
 
 /// The read model tables, created inside a generation's schema.
 pub const TABLES_SQL: &str = include_str!("../read-model/tables.sql");
@@ -30,6 +30,13 @@ impl Generation {
     /// `schema.table`, quoted, for SQL text.
     pub fn table(&self, table: &str) -> String {
         format!(r#""{}"."{table}""#, self.schema)
+    }
+
+    /// Whether each `tasks` row carries the task's reminders as a task shows them (the
+    /// `reminders` column, from version 3 on). Older generations are written and read without
+    /// it, the reminders coming from the `reminders` table, until a rebuild replaces them.
+    pub fn tasks_carry_reminders(&self) -> bool {
+        self.ddl_version >= 3
     }
 }
 

@@ -35,8 +35,41 @@ pub struct TaskRow {
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The reminders the task shows (see [`shown_reminders`]); derived from its
+    /// [`ReminderRow`]s whenever the task is written.
+    #[serde(default)]
+    pub reminders: Vec<TaskReminder>,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// A reminder as a task shows it (`tasks.reminders`): the shape query-service answers with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskReminder {
+    pub id: Uuid,
+    pub time: ReminderTime,
+    pub remind_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub fired: bool,
+}
+
+/// The reminders a task shows: those not removed from it, oldest first.
+pub fn shown_reminders(reminders: &BTreeMap<Uuid, ReminderRow>) -> Vec<TaskReminder> {
+    let mut shown: Vec<&ReminderRow> = reminders
+        .values()
+        .filter(|r| r.removed_at.is_none())
+        .collect();
+    shown.sort_by_key(|r| (r.created_at, r.reminder_id));
+    shown
+        .into_iter()
+        .map(|r| TaskReminder {
+            id: r.reminder_id,
+            time: r.time.clone(),
+            remind_at: r.remind_at,
+            status: r.status.clone(),
+            fired: r.status == FIRED,
+        })
+        .collect()
 }
 
 pub const OPEN: &str = "open";
@@ -252,6 +285,7 @@ pub fn apply(
             updated_at: at,
             completed_at: None,
             deleted_at: None,
+            reminders: Vec::new(),
             partition: position.partition,
             offset: position.offset,
         };
@@ -499,8 +533,10 @@ pub fn plan(
                 delta.open_count += sign * open;
             }
         }
+        let mut task = projected.task;
+        task.reminders = shown_reminders(&projected.reminders);
         out.reminders.extend(projected.reminders.into_values());
-        out.tasks.push(projected.task);
+        out.tasks.push(task);
     }
     out.tags = deltas
         .into_values()

@@ -356,6 +356,21 @@ fn reminders_follow_due_dates_removal_firing_and_completion() {
     assert_eq!(out.notifications.len(), 1);
     assert_eq!(out.notifications[0].title, "Call");
     assert_eq!(out.notifications[0].reminder_id, Some(absolute));
+    // The task shows the reminders not removed, oldest first (the same instant: by id).
+    let shown = |out: &Plan| {
+        out.tasks[0]
+            .reminders
+            .iter()
+            .map(|r| (r.id, r.status.clone(), r.fired, r.remind_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shown(&out),
+        [
+            (before, PENDING.into(), false, Some(at(17))),
+            (absolute, FIRED.into(), true, Some(at(12))),
+        ]
+    );
 
     // Given those reminders, when the task is completed, the pending one is cancelled.
     let current = HashMap::from([(task, project(&base))]);
@@ -369,6 +384,13 @@ fn reminders_follow_due_dates_removal_firing_and_completion() {
     let out = run(&done, current);
     assert_eq!(status(&out, before).0, CANCELLED);
     assert_eq!(status(&out, absolute).0, FIRED);
+    assert_eq!(
+        shown(&out),
+        [
+            (before, CANCELLED.into(), false, Some(at(17))),
+            (absolute, FIRED.into(), true, Some(at(12))),
+        ]
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ const TASK_COLUMNS: &[(&str, &str)] = &[
     ("updated_at", "timestamptz"),
     ("completed_at", "timestamptz"),
     ("deleted_at", "timestamptz"),
+    // Only in generations whose tasks carry their reminders (see `Statements::new`).
+    ("reminders", "jsonb"),
     ("partition", "integer"),
     ("offset", "bigint"),
 ];
@@ -143,6 +145,11 @@ pub struct Statements {
 impl Statements {
     pub fn new(generation: Generation) -> Self {
         let t = |name: &str| generation.table(name);
+        let task_columns: Vec<(&str, &str)> = TASK_COLUMNS
+            .iter()
+            .copied()
+            .filter(|(c, _)| *c != "reminders" || generation.tasks_carry_reminders())
+            .collect();
         Self {
             ensure_offsets: format!(
                 r#"INSERT INTO {} ("partition", next_offset) SELECT unnest($1::int[]), 0
@@ -164,8 +171,9 @@ impl Statements {
                 "DELETE FROM {} WHERE event_id = ANY($1)",
                 t("processed_events")
             ),
+            // A task's shown reminders are derived again from `reminders` when it is written.
             load_tasks: format!(
-                "SELECT to_jsonb(x) - 'search' FROM {} x WHERE task_id = ANY($1)",
+                "SELECT to_jsonb(x) - 'search' - 'reminders' FROM {} x WHERE task_id = ANY($1)",
                 t("tasks")
             ),
             load_reminders: format!(
@@ -174,8 +182,8 @@ impl Statements {
             ),
             upsert_tasks: insert_sql(
                 &t("tasks"),
-                TASK_COLUMNS,
-                &upsert_clause("task_id", TASK_COLUMNS),
+                &task_columns,
+                &upsert_clause("task_id", &task_columns),
             ),
             upsert_reminders: insert_sql(
                 &t("reminders"),

@@ -90,3 +90,96 @@ async fn assert_counts(
         .unwrap();
     assert!(wrong.is_empty(), "batch size {batch_size}: {wrong:?}");
 }
+
+/// Tasks whose `reminders` column differs from their rows in `reminders` (not removed, oldest
+/// first), compared as typed values so JSON spellings of the same instant agree.
+async fn reminders_out_of_step(pool: &sqlx::PgPool, generation: &generations::Generation) -> i64 {
+    sqlx::query_scalar(&format!(
+        r#"SELECT count(*) FROM {tasks} t
+           WHERE ARRAY(SELECT (x.id, x."time", x.remind_at, x.status, x.fired)::text
+                       FROM jsonb_to_recordset(t.reminders)
+                            AS x(id uuid, "time" jsonb, remind_at timestamptz, status text,
+                                 fired boolean))
+              <> ARRAY(SELECT (r.reminder_id, r."time", r.remind_at, r.status,
+                               r.status = 'fired')::text
+                       FROM {reminders} r
+                       WHERE r.task_id = t.task_id AND r.removed_at IS NULL
+                       ORDER BY r.created_at, r.reminder_id)"#,
+        tasks = generation.table("tasks"),
+        reminders = generation.table("reminders"),
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn apply_all(pool: &sqlx::PgPool, generation: &generations::Generation, inputs: &[Input]) {
+    let statements = Statements::new(generation.clone());
+    for batch in inputs.chunks(500) {
+        let mut tx = pool.begin().await.unwrap();
+        store::apply_batch(
+            &mut tx,
+            &statements,
+            "t",
+            batch.to_vec(),
+            &Discard,
+            Mode::Advance,
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("generation {}: {e:#}", generation.ddl_version));
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tasks_carry_their_reminders_and_older_layouts_are_still_written() {
+    let (pool, _) = migrations::testing::fresh_database().await;
+    let inputs = log(4_000, 3, 91);
+
+    let current = generations::create(&pool).await.unwrap();
+    assert!(current.tasks_carry_reminders());
+    apply_all(&pool, &current, &inputs).await;
+    let (with, fired): (i64, i64) = sqlx::query_as(&format!(
+        r#"SELECT count(*) FILTER (WHERE jsonb_array_length(reminders) > 0),
+                  count(*) FILTER (WHERE reminders @> '[{{"fired": true}}]')
+           FROM {}"#,
+        current.table("tasks")
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        with > 0 && fired > 0,
+        "{with} tasks with reminders, {fired} fired"
+    );
+    assert_eq!(reminders_out_of_step(&pool, &current).await, 0);
+
+    // A generation of version 2 has no such column: the same batches still apply to it.
+    let mut older = generations::create(&pool).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {} DROP COLUMN reminders",
+        older.table("tasks")
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    older.ddl_version = 2;
+    assert!(!older.tasks_carry_reminders());
+    apply_all(&pool, &older, &inputs).await;
+    let count = |g: &generations::Generation| {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {})",
+            g.table("tasks"),
+            g.table("reminders")
+        );
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(&older).await, count(&current).await);
+}

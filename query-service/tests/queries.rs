@@ -102,6 +102,20 @@ async fn a_task_is_found_by_id_or_number_with_its_etag_but_never_another_users()
     .execute(&app.pool)
     .await
     .expect("insert reminder");
+    // The projector keeps the reminders a task shows on its row too.
+    sqlx::query(&format!(
+        "UPDATE {} SET reminders = reminders || jsonb_build_array(jsonb_build_object(
+             'id', $1::uuid, 'time', $2::jsonb, 'remind_at', '2026-12-24T08:00:00Z'::timestamptz,
+             'status', 'pending', 'fired', false))
+         WHERE task_id = $3",
+        generation.table("tasks")
+    ))
+    .bind(reminder)
+    .bind(json!({ "kind": "before_due", "seconds": 57600 }))
+    .bind(task.id)
+    .execute(&app.pool)
+    .await
+    .expect("show the reminder on its task");
 
     for path in [format!("/tasks/{}", task.id), "/tasks/7".to_owned()] {
         let response = app.get("alice", &path).send().await.expect("request");
@@ -165,6 +179,72 @@ async fn a_task_is_found_by_id_or_number_with_its_etag_but_never_another_users()
     let (status, body) = app.json("bob", "/tasks/1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["title"], "Bob's secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_of_version_2_shows_reminders_from_its_reminders_table() {
+    let (pool, url) = migrations::testing::fresh_database().await;
+    let generation = generations::ensure_active(&pool)
+        .await
+        .expect("activate the first generation");
+    // Version 2's tasks have no `reminders` column.
+    sqlx::query(&format!(
+        "ALTER TABLE {} DROP COLUMN reminders",
+        generation.table("tasks")
+    ))
+    .execute(&pool)
+    .await
+    .expect("drop the column");
+    sqlx::query("UPDATE read_model_generations SET ddl_version = 2 WHERE generation = $1")
+        .bind(generation.number)
+        .execute(&pool)
+        .await
+        .expect("mark version 2");
+    let app = TestApp::start_on(pool, url, |_| {}).await;
+    let task = Task::new("alice", 1, "Dentist");
+    insert_tasks(&app.pool, &generation, std::slice::from_ref(&task)).await;
+    let (first, second) = (Uuid::from_u128(2), Uuid::from_u128(1));
+    for (id, status, created) in [(first, "fired", 1), (second, "pending", 2)] {
+        sqlx::query(&format!(
+            "INSERT INTO {} (reminder_id, user_id, task_id, time, remind_at, status, created_at,
+                             updated_at)
+             VALUES ($1, 'alice', $2, $3, '2026-12-24T08:00:00Z', $4,
+                     to_timestamp($5), to_timestamp($5))",
+            generation.table("reminders")
+        ))
+        .bind(id)
+        .bind(task.id)
+        .bind(json!({ "kind": "at", "at": "2026-12-24T08:00:00Z" }))
+        .bind(status)
+        .bind(f64::from(created))
+        .execute(&app.pool)
+        .await
+        .expect("insert reminder");
+    }
+
+    for path in ["/tasks/1", "/tasks"] {
+        let (status, body) = app.json("alice", path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let task = if path == "/tasks" {
+            &body["items"][0]
+        } else {
+            &body
+        };
+        let shown: Vec<(&str, bool)> = task["reminders"]
+            .as_array()
+            .expect("reminders")
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap(), r["fired"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (first.to_string().as_str(), true),
+                (second.to_string().as_str(), false)
+            ],
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,7 +123,11 @@ impl Decisions {
     fn advance(&mut self, position: LogPosition) {
         let next = position.offset + 1;
         self.next.insert(position.partition, next);
-        if let Some(own) = self.own.get_mut(&position.partition) {
+        if let Some(own) = self.own.get_mut(&position.partition)
+            && own
+                .first_key_value()
+                .is_some_and(|(offset, _)| *offset < next)
+        {
             // Whatever was kept at or below a record the reader delivered was decided from the log.
             *own = own.split_off(&next);
         }

@@ -255,21 +255,29 @@ fn parse_key(sort: SortKey, value: &Value) -> Option<Key> {
     }
 }
 
-/// The columns every task query returns (`t` is the task), without `rank`. A task's reminders
-/// come in the order of `reminders_by_task`, so no sort runs per task (an ordered `jsonb_agg`
-/// sorts, even nothing, for each task of the page).
+/// The columns every task query returns (`t` is the task), without `rank`. A generation whose
+/// tasks carry their reminders answers from the task rows alone; an older one fetches them from
+/// `reminders_by_task`, already in order, so no sort runs per task (an ordered `jsonb_agg` sorts,
+/// even nothing, for each task of the page).
 fn task_columns(generation: &Generation) -> String {
-    format!(
-        r#"t.task_id, t.task_number, t.title, t.description, t.priority, t.due, t.due_at, t.tags,
-           t.recurrence, t.status, t.version, t.created_at, t.updated_at, t.completed_at,
-           to_jsonb(ARRAY(
+    let reminders = if generation.tasks_carry_reminders() {
+        "t.reminders".to_owned()
+    } else {
+        format!(
+            r#"to_jsonb(ARRAY(
                SELECT jsonb_build_object(
                           'id', r.reminder_id, 'time', r.time, 'remind_at', r.remind_at,
                           'status', r.status, 'fired', r.status = 'fired')
                  FROM {reminders} r
                 WHERE r.task_id = t.task_id AND r.removed_at IS NULL
                 ORDER BY r.created_at, r.reminder_id)) AS reminders"#,
-        reminders = generation.table("reminders"),
+            reminders = generation.table("reminders"),
+        )
+    };
+    format!(
+        r#"t.task_id, t.task_number, t.title, t.description, t.priority, t.due, t.due_at, t.tags,
+           t.recurrence, t.status, t.version, t.created_at, t.updated_at, t.completed_at,
+           {reminders}"#
     )
 }
 

@@ -358,7 +358,7 @@ async fn seed(pool: &PgPool, generation: &Generation, options: &Options) -> Resu
     let insert = format!(
         r#"INSERT INTO {tasks} (task_id, user_id, task_number, title, description, priority, due,
                due_at, tags, tag_keys, recurrence, occurrence_of, status, version, created_at,
-               updated_at, completed_at, deleted_at, "partition", "offset")
+               updated_at, completed_at, deleted_at, reminders, "partition", "offset")
            SELECT gen_random_uuid(), x.user_id, x.task_number, x.title, x.description,
                   x.priority, CASE WHEN x.due_at IS NOT NULL
                                    THEN jsonb_build_object('kind', 'at', 'at', x.due_at) END,
@@ -366,6 +366,13 @@ async fn seed(pool: &PgPool, generation: &Generation, options: &Options) -> Resu
                   x.updated_at,
                   CASE WHEN x.status = 'completed' THEN x.updated_at END,
                   CASE WHEN x.status = 'deleted' THEN x.updated_at END,
+                  CASE WHEN x.reminded THEN jsonb_build_array(jsonb_build_object(
+                      'id', gen_random_uuid(),
+                      'time', jsonb_build_object('kind', 'before_due', 'seconds', 3600),
+                      'remind_at', x.due_at - interval '1 hour',
+                      'status', CASE WHEN x.status = 'open' THEN 'pending' ELSE 'cancelled' END,
+                      'fired', false))
+                  ELSE '[]'::jsonb END,
                   x.partition, x.i
            FROM (
                SELECT r.i,
@@ -381,6 +388,7 @@ async fn seed(pool: &PgPool, generation: &Generation, options: &Options) -> Resu
                       CASE WHEN r.d < 0.6
                            THEN date_trunc('minute', now()) + (r.dd * 60 - 30) * interval '1 day'
                       END AS due_at,
+                      r.d < 0.6 AND r.reminded < 1.0 / 3 AS reminded,
                       ARRAY(SELECT $2[1 + (r.tag_start + k * r.tag_step) % 8]
                             FROM generate_series(0, r.tag_count - 1) AS k) AS tags,
                       ARRAY(SELECT lower($2[1 + (r.tag_start + k * r.tag_step) % 8])
@@ -400,6 +408,7 @@ async fn seed(pool: &PgPool, generation: &Generation, options: &Options) -> Resu
                           random() AS described,
                           1 + floor(random() * cardinality($1))::int AS wd,
                           random() AS p, random() AS d, random() AS dd, random() AS s,
+                          random() AS reminded,
                           random() AS age, random() AS u,
                           floor(random() * 4)::int AS tag_count,
                           floor(random() * 8)::int AS tag_start,
@@ -444,16 +453,14 @@ async fn seed(pool: &PgPool, generation: &Generation, options: &Options) -> Resu
     conn.execute(tags_sql.as_str())
         .await
         .context("seed tag counts")?;
-    // A reminder an hour before the due time on a third of the tasks that have one.
+    // A reminder an hour before the due time on a third of the tasks that have one, seeded
+    // into the task rows above; the `reminders` table gets the same reminders.
     let reminders_sql = format!(
         r#"INSERT INTO {} (reminder_id, user_id, task_id, time, remind_at, status, created_at,
                updated_at)
-           SELECT gen_random_uuid(), user_id, task_id,
-                  jsonb_build_object('kind', 'before_due', 'seconds', 3600),
-                  due_at - interval '1 hour',
-                  CASE WHEN status = 'open' THEN 'pending' ELSE 'cancelled' END,
-                  created_at, updated_at
-           FROM {tasks} WHERE due_at IS NOT NULL AND random() < 1.0 / 3"#,
+           SELECT (r->>'id')::uuid, t.user_id, t.task_id, r->'time',
+                  (r->>'remind_at')::timestamptz, r->>'status', t.created_at, t.updated_at
+           FROM {tasks} t, jsonb_array_elements(t.reminders) AS r"#,
         generation.table("reminders")
     );
     conn.execute(reminders_sql.as_str())
