@@ -44,6 +44,15 @@ pub struct LogConfig {
     pub append_timeout_ms: u64,
     /// How long a writer waits to read its own commit back before giving up.
     pub confirm_timeout_ms: u64,
+    /// How long the broker may hold a reader's fetch while it has nothing new
+    /// (`fetch.wait.max.ms`): the projector's and the tools' readers. Shorter means fresher
+    /// reads but more fetches; each costs the broker work even when empty (tansu also waits
+    /// this long before answering a fetch that found records).
+    pub fetch_wait_ms: u64,
+    /// The same for a writer's confirming tail ([`LogTail`]). A writer's own commits are
+    /// decided when the broker acknowledges them, so this only delays seeing other writers'
+    /// records (and the verdict of a commit appended behind one).
+    pub tail_fetch_wait_ms: u64,
     /// Extra librdkafka properties for every client (for example security settings).
     pub client_properties: BTreeMap<String, String>,
 }
@@ -59,6 +68,8 @@ impl Default for LogConfig {
             linger_ms: 1,
             append_timeout_ms: 5_000,
             confirm_timeout_ms: 5_000,
+            fetch_wait_ms: 10,
+            tail_fetch_wait_ms: 100,
             client_properties: BTreeMap::new(),
         }
     }

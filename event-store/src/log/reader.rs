@@ -140,7 +140,7 @@ impl LogReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
             .set("fetch.error.backoff.ms", "50")
             .set("session.timeout.ms", "10000")
             .set("isolation.level", "read_uncommitted")

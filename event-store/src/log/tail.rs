@@ -262,7 +262,14 @@ impl LogTail {
                 StartAt::End => None,
             })
             .collect();
-        let reader = LogReader::assign(config, &config.topic, starts)?;
+        let reader = LogReader::assign(
+            &LogConfig {
+                fetch_wait_ms: config.tail_fetch_wait_ms,
+                ..config.clone()
+            },
+            &config.topic,
+            starts,
+        )?;
         let (progress, _) = watch::channel(BTreeMap::new());
         let (caught_up, _) = watch::channel(false);
         let shared = Arc::new(Shared {
