@@ -121,6 +121,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
 
+    /// The readers' `fetch.wait.max.ms` (`TASKSTREAM_KAFKA__FETCH_WAIT_MS`; the service default).
+    #[arg(long, default_value_t = LogConfig::default().fetch_wait_ms)]
+    fetch_wait_ms: u64,
+
     /// Tasks seeded in phase 3 [default: 100,000; 1,000,000 with --full].
     #[arg(long)]
     tasks: Option<u64>,
@@ -216,6 +220,7 @@ pub async fn run(args: Args) -> Result<()> {
         brokers: args.brokers.clone(),
         partitions: args.partitions,
         client_id: "taskstream-bench".into(),
+        fetch_wait_ms: args.fetch_wait_ms,
         ..LogConfig::default()
     };
     let server = Server::new(&args.database_url, args.keep_databases)?;

@@ -61,6 +61,32 @@ pub struct Freshness {
     unprojected: usize,
     /// The generator's largest lag behind its schedule.
     max_send_lag: Duration,
+    /// The projector's batch transactions while the timed records were projected.
+    batches: Batches,
+}
+
+/// Batch transactions counted by `taskstream_projection_batch_duration_seconds`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batches {
+    count: u64,
+    seconds: f64,
+}
+
+impl Batches {
+    fn now() -> Self {
+        let histogram = &projection_service::metrics::BATCH_SECONDS;
+        Self {
+            count: histogram.get_sample_count(),
+            seconds: histogram.get_sample_sum(),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            count: self.count - earlier.count,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
 }
 
 /// Runs phase 2 on a fresh topic and database.
@@ -159,12 +185,14 @@ async fn drive(
         options.rate,
         options.duration.as_secs()
     );
+    let before = Batches::now();
     let sent = open_loop(options, &appender, &tracker, timed).await?;
     eprintln!("  waiting for the last records to be projected…");
     let unprojected = match drain(&tracker, DRAIN_TIMEOUT).await {
         Ok(()) => 0,
         Err(_) => lock(&tracker).pending(),
     };
+    let batches = Batches::now().since(before);
     stop_polling.cancel();
     poller
         .await
@@ -193,6 +221,7 @@ async fn drive(
         failed: sent.failed,
         unprojected,
         max_send_lag: sent.max_lag,
+        batches,
     })
 }
 
@@ -409,6 +438,7 @@ impl Freshness {
              ms)\n{}\
              achieved: {:.0} records/s acknowledged; appends failed: {}; never seen projected: \
              {}; generator's largest lag behind schedule: {:.1} ms\n\
+             projector: {} batch transactions, on average {:.1} records and {:.1} ms each\n\
              freshness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
              target: p99 <= {TARGET_FRESHNESS_P99_MS:.0} ms (every record projected) {}\n",
             self.batch_max,
@@ -419,6 +449,9 @@ impl Freshness {
             self.failed,
             self.unprojected,
             self.max_send_lag.as_secs_f64() * 1e3,
+            self.batches.count,
+            self.projected.operations as f64 / self.batches.count.max(1) as f64,
+            self.batches.seconds * 1e3 / self.batches.count.max(1) as f64,
             p.quantile_ms(0.50),
             p.quantile_ms(0.99),
             p.max_ms(),
