@@ -49,22 +49,33 @@ async fn tag_counts_equal_the_tasks_whatever_the_batch_size() {
         let generation = generations::create(&pool).await.unwrap();
         let statements = Statements::new(generation.clone());
         for batch in inputs.chunks(batch_size) {
-            let mut tx = pool.begin().await.unwrap();
-            store::apply_batch(
-                &mut tx,
-                &statements,
-                "t",
-                batch.to_vec(),
-                &Discard,
-                Mode::Advance,
-                &BTreeMap::new(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("batch size {batch_size}: {e:#}"));
-            tx.commit().await.unwrap();
+            apply(&pool, &statements, batch)
+                .await
+                .unwrap_or_else(|e| panic!("batch size {batch_size}: {e:#}"));
             assert_counts(&pool, &generation, batch_size).await;
         }
     }
+}
+
+/// Applies `batch` in a transaction of its own, as the projector does.
+async fn apply(
+    pool: &sqlx::PgPool,
+    statements: &Statements,
+    batch: &[Input],
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    store::apply_batch(
+        &mut tx,
+        statements,
+        "t",
+        batch.to_vec(),
+        &Discard,
+        Mode::Advance,
+        &BTreeMap::new(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn assert_counts(
@@ -116,19 +127,9 @@ async fn reminders_out_of_step(pool: &sqlx::PgPool, generation: &generations::Ge
 async fn apply_all(pool: &sqlx::PgPool, generation: &generations::Generation, inputs: &[Input]) {
     let statements = Statements::new(generation.clone());
     for batch in inputs.chunks(500) {
-        let mut tx = pool.begin().await.unwrap();
-        store::apply_batch(
-            &mut tx,
-            &statements,
-            "t",
-            batch.to_vec(),
-            &Discard,
-            Mode::Advance,
-            &BTreeMap::new(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("generation {}: {e:#}", generation.ddl_version));
-        tx.commit().await.unwrap();
+        apply(pool, &statements, batch)
+            .await
+            .unwrap_or_else(|e| panic!("generation {}: {e:#}", generation.ddl_version));
     }
 }
 
