@@ -75,6 +75,11 @@ pub struct Args {
     #[arg(long, default_value_t = 12)]
     partitions: i32,
 
+    /// The producer's `linger.ms` (`TASKSTREAM_KAFKA__LINGER_MS`; the service default), for raw
+    /// produce and the service alike.
+    #[arg(long, default_value_t = LogConfig::default().linger_ms)]
+    linger_ms: u32,
+
     /// Users the commands (and the restart events) are spread over; at least `--connections`.
     #[arg(long, default_value_t = 1_000)]
     users: usize,
@@ -143,6 +148,7 @@ pub async fn run(args: Args) -> Result<()> {
         brokers: args.brokers.clone(),
         partitions: args.partitions,
         client_id: "taskstream-bench".into(),
+        linger_ms: args.linger_ms,
         ..LogConfig::default()
     };
     let duration = Duration::from_secs(args.duration_secs);
