@@ -91,8 +91,21 @@ struct TaskSnapshot {
 /// The state of `partition`'s users and the offset it is valid at, encoded; `None` before the
 /// partition has been read at all.
 pub fn capture(state: &Aggregates, partition: i32, partitions: i32) -> Option<(i64, Vec<u8>)> {
+    copy(state, partition, partitions).map(encode)
+}
+
+/// A copy of one partition's state, taken under the state's lock and encoded after it.
+struct Copied {
+    next_offset: i64,
+    users: Vec<(UserId, u64, HashMap<String, IdempotentOutcome>)>,
+    tasks: Vec<TaskEntry>,
+}
+
+/// Copies `partition`'s users and tasks (each with its last [`RECENT_IN_SNAPSHOT`] events).
+fn copy(state: &Aggregates, partition: i32, partitions: i32) -> Option<Copied> {
     let next_offset = *state.applied.get(&partition)?;
-    let mut snapshot = PartitionState {
+    let mut copied = Copied {
+        next_offset,
         users: Vec::new(),
         tasks: Vec::new(),
     };
@@ -100,46 +113,63 @@ pub fn capture(state: &Aggregates, partition: i32, partitions: i32) -> Option<(i
         if partition_for(user.as_str(), partitions) != partition {
             continue;
         }
-        snapshot.users.push(UserSnapshot {
-            user: user.clone(),
-            last_number: entry.last_number,
-            idempotency: entry
-                .idempotency
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        });
+        copied
+            .users
+            .push((user.clone(), entry.last_number, entry.idempotency.clone()));
         for id in entry.by_number.values() {
             let Some(task) = state.tasks.get(id) else {
                 continue;
             };
             let skip = task.recent.len().saturating_sub(RECENT_IN_SNAPSHOT);
-            snapshot.tasks.push(TaskSnapshot {
-                user: user.clone(),
+            copied.tasks.push(TaskEntry {
+                user: task.user.clone(),
                 task: task.task.clone(),
                 position: task.position,
-                recent: task
-                    .recent
-                    .iter()
-                    .skip(skip)
-                    .map(registry::encode)
-                    .collect(),
+                recent: task.recent.iter().skip(skip).cloned().collect(),
             });
         }
     }
-    let bytes = serde_json::to_vec(&snapshot).expect("the state serializes");
-    Some((next_offset, bytes))
+    Some(copied)
 }
 
-/// Adds a snapshot of `partition` taken at `next_offset` to `state` and `arbiter`. Nothing is
-/// added unless all of it decodes.
-pub fn restore(
-    state: &mut Aggregates,
-    arbiter: &mut Arbiter,
+fn encode(copied: Copied) -> (i64, Vec<u8>) {
+    let snapshot = PartitionState {
+        users: copied
+            .users
+            .into_iter()
+            .map(|(user, last_number, idempotency)| UserSnapshot {
+                user,
+                last_number,
+                idempotency: idempotency.into_iter().collect(),
+            })
+            .collect(),
+        tasks: copied
+            .tasks
+            .into_iter()
+            .map(|t| TaskSnapshot {
+                recent: t.recent.iter().map(registry::encode).collect(),
+                user: t.user,
+                task: t.task,
+                position: t.position,
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&snapshot).expect("the state serializes");
+    (copied.next_offset, bytes)
+}
+
+/// A partition's snapshot, decoded and ready to be added to the state.
+#[derive(Debug)]
+pub struct Decoded {
     partition: i32,
     next_offset: i64,
-    bytes: &[u8],
-) -> anyhow::Result<()> {
+    users: Vec<UserSnapshot>,
+    tasks: Vec<TaskEntry>,
+}
+
+/// Decodes a snapshot of `partition` taken at `next_offset` (CPU only: partitions decode in
+/// parallel).
+pub fn decode(partition: i32, next_offset: i64, bytes: &[u8]) -> anyhow::Result<Decoded> {
     let snapshot: PartitionState =
         serde_json::from_slice(bytes).context("decode the partition snapshot")?;
     let mut tasks = Vec::with_capacity(snapshot.tasks.len());
@@ -157,12 +187,22 @@ pub fn restore(
             recent,
         });
     }
-    for u in snapshot.users {
+    Ok(Decoded {
+        partition,
+        next_offset,
+        users: snapshot.users,
+        tasks,
+    })
+}
+
+/// Adds a decoded partition snapshot to `state` and `arbiter`.
+pub fn add(state: &mut Aggregates, arbiter: &mut Arbiter, decoded: Decoded) {
+    for u in decoded.users {
         let entry = state.users.entry(u.user).or_default();
         entry.last_number = u.last_number;
         entry.idempotency = u.idempotency.into_iter().collect();
     }
-    for entry in tasks {
+    for entry in decoded.tasks {
         let id = entry.task.id;
         arbiter.restore(id, entry.task.version);
         for reminder in entry.task.reminders.keys() {
@@ -176,8 +216,54 @@ pub fn restore(
             .insert(entry.task.number, id);
         state.tasks.insert(id, entry);
     }
-    state.applied.insert(partition, next_offset);
+    state.applied.insert(decoded.partition, decoded.next_offset);
+}
+
+/// Adds a snapshot of `partition` taken at `next_offset` to `state` and `arbiter`. Nothing is
+/// added unless all of it decodes.
+pub fn restore(
+    state: &mut Aggregates,
+    arbiter: &mut Arbiter,
+    partition: i32,
+    next_offset: i64,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    add(state, arbiter, decode(partition, next_offset, bytes)?);
     Ok(())
+}
+
+/// Decodes every `(partition, next offset, bytes)` on threads of their own, off the async
+/// runtime, spread over the machine's cores.
+async fn decode_all(snapshots: Vec<(i32, i64, Vec<u8>)>) -> Vec<(i32, anyhow::Result<Decoded>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decoded = tokio::task::spawn_blocking(move || {
+        let mut groups: Vec<Vec<(i32, i64, Vec<u8>)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, snapshot) in snapshots.into_iter().enumerate() {
+            groups[i % threads].push(snapshot);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .into_iter()
+                .map(|group| {
+                    scope.spawn(move || {
+                        group
+                            .into_iter()
+                            .map(|(p, o, bytes)| (p, decode(p, o, &bytes)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("decoding a snapshot does not panic"))
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    decoded.unwrap_or_else(|error| {
+        tracing::warn!(%error, "decoding the snapshots failed");
+        Vec::new()
+    })
 }
 
 /// The snapshots of one topic in Postgres.
@@ -267,33 +353,33 @@ pub async fn restore_all(
             return (state, arbiter, starts);
         }
     };
-    for (partition, start) in &mut starts {
-        let Some((next_offset, bytes)) = loaded.get(partition) else {
-            continue;
-        };
+    let mut fitting = Vec::new();
+    for (partition, (next_offset, bytes)) in loaded {
         let fits = marks
             .iter()
-            .any(|(p, low, high)| p == partition && (*low..=*high).contains(next_offset));
-        let restored = if fits {
-            restore(&mut state, &mut arbiter, *partition, *next_offset, bytes)
+            .any(|(p, low, high)| *p == partition && (*low..=*high).contains(&next_offset));
+        if fits {
+            fitting.push((partition, next_offset, bytes));
         } else {
-            Err(anyhow::anyhow!(
-                "taken at offset {next_offset}, which this topic's partition does not have"
-            ))
-        };
-        match restored {
-            Ok(()) => {
+            reject(
+                partition,
+                &anyhow::anyhow!(
+                    "taken at offset {next_offset}, which this topic's partition does not have"
+                ),
+            );
+        }
+    }
+    for (partition, decoded) in decode_all(fitting).await {
+        match decoded {
+            Ok(decoded) => {
+                let next_offset = decoded.next_offset;
+                add(&mut state, &mut arbiter, decoded);
                 SNAPSHOTS.with_label_values(&["restored"]).inc();
-                *start = StartAt::Offset(*next_offset);
+                if let Some((_, start)) = starts.iter_mut().find(|(p, _)| *p == partition) {
+                    *start = StartAt::Offset(next_offset);
+                }
             }
-            Err(error) => {
-                SNAPSHOTS.with_label_values(&["rejected"]).inc();
-                tracing::warn!(
-                    partition,
-                    error = format!("{error:#}"),
-                    "snapshot not used; reading the partition from the beginning"
-                );
-            }
+            Err(error) => reject(partition, &error),
         }
     }
     tracing::info!(
@@ -306,6 +392,16 @@ pub async fn restore_all(
         "state restored from snapshots"
     );
     (state, arbiter, starts)
+}
+
+/// Counts and logs a snapshot that is not used: its partition is read from the beginning.
+fn reject(partition: i32, error: &anyhow::Error) {
+    SNAPSHOTS.with_label_values(&["rejected"]).inc();
+    tracing::warn!(
+        partition,
+        error = format!("{error:#}"),
+        "snapshot not used; reading the partition from the beginning"
+    );
 }
 
 /// Takes a snapshot of every partition that advanced by at least `min_records` since its last
@@ -337,8 +433,12 @@ pub async fn run(
             }
             let captured = {
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || capture(&state.read(), partition, partitions))
-                    .await
+                // Only the copy holds the lock that applying records needs; encoding does not.
+                tokio::task::spawn_blocking(move || {
+                    let copied = copy(&state.read(), partition, partitions);
+                    copied.map(encode)
+                })
+                .await
             };
             let Ok(Some((next_offset, bytes))) = captured else {
                 continue;
