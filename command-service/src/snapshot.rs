@@ -88,12 +88,6 @@ struct TaskSnapshot {
     recent: Vec<RawEnvelope>,
 }
 
-/// The state of `partition`'s users and the offset it is valid at, encoded; `None` before the
-/// partition has been read at all.
-pub fn capture(state: &Aggregates, partition: i32, partitions: i32) -> Option<(i64, Vec<u8>)> {
-    copy(state, partition, partitions).map(encode)
-}
-
 /// A copy of one partition's state, taken under the state's lock and encoded after it.
 struct Copied {
     next_offset: i64,
@@ -160,7 +154,7 @@ fn encode(copied: Copied) -> (i64, Vec<u8>) {
 
 /// A partition's snapshot, decoded and ready to be added to the state.
 #[derive(Debug)]
-pub struct Decoded {
+struct Decoded {
     partition: i32,
     next_offset: i64,
     users: Vec<UserSnapshot>,
@@ -169,7 +163,7 @@ pub struct Decoded {
 
 /// Decodes a snapshot of `partition` taken at `next_offset` (CPU only: partitions decode in
 /// parallel).
-pub fn decode(partition: i32, next_offset: i64, bytes: &[u8]) -> anyhow::Result<Decoded> {
+fn decode(partition: i32, next_offset: i64, bytes: &[u8]) -> anyhow::Result<Decoded> {
     let snapshot: PartitionState =
         serde_json::from_slice(bytes).context("decode the partition snapshot")?;
     let mut tasks = Vec::with_capacity(snapshot.tasks.len());
@@ -196,7 +190,7 @@ pub fn decode(partition: i32, next_offset: i64, bytes: &[u8]) -> anyhow::Result<
 }
 
 /// Adds a decoded partition snapshot to `state` and `arbiter`.
-pub fn add(state: &mut Aggregates, arbiter: &mut Arbiter, decoded: Decoded) {
+fn add(state: &mut Aggregates, arbiter: &mut Arbiter, decoded: Decoded) {
     for u in decoded.users {
         let entry = state.users.entry(u.user).or_default();
         entry.last_number = u.last_number;
@@ -217,19 +211,6 @@ pub fn add(state: &mut Aggregates, arbiter: &mut Arbiter, decoded: Decoded) {
         state.tasks.insert(id, entry);
     }
     state.applied.insert(decoded.partition, decoded.next_offset);
-}
-
-/// Adds a snapshot of `partition` taken at `next_offset` to `state` and `arbiter`. Nothing is
-/// added unless all of it decodes.
-pub fn restore(
-    state: &mut Aggregates,
-    arbiter: &mut Arbiter,
-    partition: i32,
-    next_offset: i64,
-    bytes: &[u8],
-) -> anyhow::Result<()> {
-    add(state, arbiter, decode(partition, next_offset, bytes)?);
-    Ok(())
 }
 
 /// Decodes every `(partition, next offset, bytes)` on threads of their own, off the async
@@ -479,6 +460,25 @@ mod tests {
     use super::*;
 
     const PARTITIONS: i32 = 3;
+
+    /// The state of `partition`'s users and the offset it is valid at, encoded; `None` before
+    /// the partition has been read at all.
+    fn capture(state: &Aggregates, partition: i32, partitions: i32) -> Option<(i64, Vec<u8>)> {
+        copy(state, partition, partitions).map(encode)
+    }
+
+    /// Adds a snapshot of `partition` taken at `next_offset` to `state` and `arbiter`. Nothing is
+    /// added unless all of it decodes.
+    fn restore(
+        state: &mut Aggregates,
+        arbiter: &mut Arbiter,
+        partition: i32,
+        next_offset: i64,
+        bytes: &[u8],
+    ) -> anyhow::Result<()> {
+        add(state, arbiter, decode(partition, next_offset, bytes)?);
+        Ok(())
+    }
 
     fn cause(user: &UserId) -> Cause {
         Cause {
