@@ -68,6 +68,8 @@ pub async fn build(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         auth: settings.auth.clone(),
         database: settings.database.clone(),
         snapshots: settings.snapshots.clone(),
+        // One process: it owns every partition.
+        ownership: command_service::ownership::OwnershipSettings::default(),
         telemetry: settings.telemetry.clone(),
     };
     let (command_routes, command_ready) = command_service::api(&commands).await?;

@@ -11,6 +11,8 @@
 //! - [`state`]: the aggregates' state, rebuilt from the log and kept current by its tail.
 //! - [`snapshot`]: per-partition snapshots of that state in Postgres, so a start reads only the
 //!   end of the log.
+//! - [`ownership`]: which partitions this replica owns, and forwarding a command to the replica
+//!   that owns its user's partition.
 //! - [`service`]: the command pipeline (idempotency, `If-Match`, append, confirm, retry).
 //! - [`http`]: routes, headers and responses; [`error`]: problem+json errors.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`) and docs UI (`/docs`).
@@ -21,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod input;
 pub mod openapi;
+pub mod ownership;
 pub mod service;
 pub mod snapshot;
 pub mod state;
@@ -38,6 +41,7 @@ use service_kit::http::{HttpApp, Readiness, broker_check, ops_routes};
 use service_kit::settings::HttpSettings;
 use service_kit::telemetry::TelemetrySettings;
 
+use crate::ownership::{Ownership, OwnershipSettings};
 use crate::service::CommandService;
 use crate::snapshot::{SnapshotSettings, SnapshotStore};
 use crate::state::SharedState;
@@ -55,6 +59,8 @@ pub struct Settings {
     /// Where snapshots are kept (only used with snapshots enabled).
     pub database: DatabaseSettings,
     pub snapshots: SnapshotSettings,
+    /// This replica's share of the partitions (every partition when alone).
+    pub ownership: OwnershipSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -66,6 +72,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             database: DatabaseSettings::default(),
             snapshots: SnapshotSettings::default(),
+            ownership: OwnershipSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -73,7 +80,7 @@ impl Default for Settings {
 
 /// Builds the service and binds its port; run it with [`HttpApp::run`].
 ///
-/// The state of every partition is restored from its snapshot (where one fits) and the log after
+/// The state of every partition this replica owns is restored from its snapshot (where one fits) and the log after
 /// it, in the background; until it is, `/ready` answers `503` and commands `503` with
 /// `Retry-After`.
 pub async fn build(settings: Settings) -> anyhow::Result<HttpApp> {
@@ -112,13 +119,21 @@ async fn snapshot_store(settings: &Settings) -> Option<SnapshotStore> {
 pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
     let appender = Appender::connect(&settings.kafka).await?;
     let partitions = appender.partitions();
+    let hostname = std::env::var("HOSTNAME").ok();
+    let ownership = Ownership::new(&settings.ownership, partitions, hostname.as_deref())?;
+    let owned = ownership.owned();
+    tracing::info!(
+        ordinal = ownership.ordinal(),
+        partitions = ?owned,
+        "owning partitions"
+    );
     let store = snapshot_store(settings).await;
     let (aggregates, arbiter, starts) = match &store {
-        Some(store) => snapshot::restore_all(store, &settings.kafka, partitions).await,
+        Some(store) => snapshot::restore_all(store, &settings.kafka, &owned).await,
         None => (
             state::Aggregates::default(),
             Arbiter::new(),
-            (0..partitions).map(|p| (p, StartAt::Beginning)).collect(),
+            owned.iter().map(|p| (*p, StartAt::Beginning)).collect(),
         ),
     };
     let snapshotted: HashMap<i32, i64> = starts
@@ -145,6 +160,7 @@ pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
                 tracing::info!("state rebuilt from the event log");
                 ready_tx.send_replace(true);
                 if let Some(store) = store {
+                    let partitions = (owned, partitions);
                     snapshot::run(store, state, partitions, snapshots, snapshotted, alive).await;
                 }
             }
@@ -168,5 +184,9 @@ pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
                 }
             }
         });
-    Ok((http::routes(app_state), readiness))
+    let routes = http::routes(app_state).route_layer(axum::middleware::from_fn_with_state(
+        ownership,
+        ownership::forward_to_owner,
+    ));
+    Ok((routes, readiness))
 }

@@ -303,17 +303,17 @@ impl SnapshotStore {
     }
 }
 
-/// Where the state of `partitions` starts: restored from the stored snapshots that fit the log
-/// as it is now, and the other partitions from the beginning. Whatever goes wrong here only makes
-/// the start read more of the log.
+/// Where the state of the `owned` partitions starts: restored from the stored snapshots that fit
+/// the log as it is now, and the other partitions from the beginning. Whatever goes wrong here
+/// only makes the start read more of the log.
 pub async fn restore_all(
     store: &SnapshotStore,
     log: &LogConfig,
-    partitions: i32,
+    owned: &[i32],
 ) -> (Aggregates, Arbiter, Vec<(i32, StartAt)>) {
     let mut state = Aggregates::default();
     let mut arbiter = Arbiter::new();
-    let mut starts: Vec<_> = (0..partitions).map(|p| (p, StartAt::Beginning)).collect();
+    let mut starts: Vec<_> = owned.iter().map(|p| (*p, StartAt::Beginning)).collect();
     let loaded = match store.load().await {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -336,6 +336,9 @@ pub async fn restore_all(
     };
     let mut fitting = Vec::new();
     for (partition, (next_offset, bytes)) in loaded {
+        if !owned.contains(&partition) {
+            continue;
+        }
         let fits = marks
             .iter()
             .any(|(p, low, high)| *p == partition && (*low..=*high).contains(&next_offset));
@@ -368,7 +371,7 @@ pub async fn restore_all(
             .iter()
             .filter(|(_, s)| matches!(s, StartAt::Offset(_)))
             .count(),
-        partitions,
+        partitions = owned.len(),
         tasks = state.tasks.len(),
         "state restored from snapshots"
     );
@@ -385,13 +388,13 @@ fn reject(partition: i32, error: &anyhow::Error) {
     );
 }
 
-/// Takes a snapshot of every partition that advanced by at least `min_records` since its last
-/// one (`saved`: where each partition's last one was taken), now and then every
-/// `interval_secs`, as long as the tail that feeds `state` is `alive`.
+/// Takes a snapshot of every `owned` partition (of the topic's `partitions`) that advanced by at
+/// least `min_records` since its last one (`saved`: where each partition's last one was taken),
+/// now and then every `interval_secs`, as long as the tail that feeds `state` is `alive`.
 pub async fn run(
     store: SnapshotStore,
     state: SharedState,
-    partitions: i32,
+    (owned, partitions): (Vec<i32>, i32),
     settings: SnapshotSettings,
     mut saved: HashMap<i32, i64>,
     alive: Weak<LogTail>,
@@ -402,7 +405,7 @@ pub async fn run(
         if alive.strong_count() == 0 {
             return;
         }
-        for partition in 0..partitions {
+        for &partition in &owned {
             let last = saved.get(&partition).copied().unwrap_or(0);
             let due = state
                 .read()

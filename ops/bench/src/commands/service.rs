@@ -38,6 +38,8 @@ pub fn settings(kafka: LogConfig, snapshots: Option<DatabaseSettings>) -> Settin
             ..SnapshotSettings::default()
         },
         database: snapshots.unwrap_or_default(),
+        // One replica, owning every partition.
+        ownership: Default::default(),
         telemetry: Default::default(),
     }
 }
