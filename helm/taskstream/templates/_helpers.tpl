@@ -70,7 +70,9 @@ The component templates below take a dict:
   database   true when the component uses Postgres
   auth       true when the component verifies JWTs
   hpa        true when a HorizontalPodAutoscaler manages the replicas
-  partitionBound  true when the replicas are consumer-group members (at most kafka.partitions)
+  partitionBound  true when the replicas share the log's partitions (at most kafka.partitions)
+  statefulSet     true for a StatefulSet (stable pod names and addresses, through the headless
+                  Service of taskstream.headlessService) instead of a Deployment
 */}}
 
 {{/*
@@ -78,6 +80,14 @@ Name of a component's objects: <fullname>-<component>.
 */}}
 {{- define "taskstream.componentName" -}}
 {{- printf "%s-%s" (include "taskstream.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of a StatefulSet's headless Service, which gives each pod the address
+<pod>.<name>.<namespace>.svc.
+*/}}
+{{- define "taskstream.headlessServiceName" -}}
+{{- printf "%s-headless" (include "taskstream.componentName" . | trunc 54 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "taskstream.componentSelectorLabels" -}}
@@ -127,7 +137,7 @@ The Secret holding the JWT secret: auth.existingSecret, or the chart's.
 {{- end }}
 
 {{/*
-A service's Deployment.
+A service's Deployment, or its StatefulSet when .statefulSet is true.
 */}}
 {{- define "taskstream.deployment" -}}
 {{- $root := .root }}
@@ -135,8 +145,11 @@ A service's Deployment.
 {{- if and .partitionBound (gt (int $v.replicaCount) (int $root.Values.kafka.partitions)) }}
 {{- fail (printf "%s: replicaCount %d exceeds kafka.partitions %d; replicas beyond the partition count would own no partition" .component (int $v.replicaCount) (int $root.Values.kafka.partitions)) }}
 {{- end }}
+{{- if and .statefulSet (gt (len (include "taskstream.componentName" .)) 52) }}
+{{- fail (printf "%s: the StatefulSet name %s is longer than 52 characters (its pods' revision label would not fit); shorten the release name or set fullnameOverride" .component (include "taskstream.componentName" .)) }}
+{{- end }}
 apiVersion: apps/v1
-kind: Deployment
+kind: {{ if .statefulSet }}StatefulSet{{ else }}Deployment{{ end }}
 metadata:
   name: {{ include "taskstream.componentName" . }}
   namespace: {{ $root.Release.Namespace }}
@@ -147,9 +160,18 @@ spec:
   replicas: {{ $v.replicaCount | int }}
   {{- end }}
   revisionHistoryLimit: 5
+  {{- if .statefulSet }}
+  serviceName: {{ include "taskstream.headlessServiceName" . }}
+  podManagementPolicy: Parallel
+  {{- with $v.updateStrategy }}
+  updateStrategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- else }}
   {{- with $v.strategy }}
   strategy:
     {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- end }}
   selector:
     matchLabels:
@@ -208,6 +230,20 @@ spec:
               value: {{ $v.snapshots.intervalSecs | int | quote }}
             - name: TASKSTREAM_SNAPSHOTS__MIN_RECORDS
               value: {{ $v.snapshots.minRecords | int | quote }}
+            {{- if and .statefulSet (gt (int $v.replicaCount) 1) }}
+            {{- /* Replica i of n owns the partitions p with p mod n = i; its ordinal is the
+            number ending its pod name (HOSTNAME), and the peers are the pods' stable addresses. */}}
+            {{- $name := include "taskstream.componentName" . }}
+            {{- $headless := include "taskstream.headlessServiceName" . }}
+            {{- $peers := list }}
+            {{- range $i := until (int $v.replicaCount) }}
+            {{- $peers = append $peers (printf "http://%s-%d.%s.%s.svc:%d" $name $i $headless $root.Release.Namespace (int $v.port)) }}
+            {{- end }}
+            - name: TASKSTREAM_OWNERSHIP__PEERS
+              value: {{ join "," $peers | quote }}
+            - name: TASKSTREAM_OWNERSHIP__FORWARD_TIMEOUT_MS
+              value: {{ $v.ownership.forwardTimeoutMs | int | quote }}
+            {{- end }}
             {{- end }}
             {{- if eq .component "projection-service" }}
             - name: TASKSTREAM_PROJECTION__PARTITIONS
@@ -290,6 +326,34 @@ spec:
   ports:
     - name: http
       port: {{ $v.service.port }}
+      targetPort: http
+      protocol: TCP
+{{- end }}
+
+{{/*
+The headless Service of a StatefulSet: a DNS name per pod, for the replicas to reach each other.
+Its port is named "peer", not "http", so the ServiceMonitor (which scrapes the "http" ports) does
+not scrape the pods a second time through it. It lists pods before they are ready, so a replica
+that is still starting answers for itself (503 with Retry-After) rather than not resolving.
+*/}}
+{{- define "taskstream.headlessService" -}}
+{{- $root := .root }}
+{{- $v := .values }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "taskstream.headlessServiceName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "taskstream.componentLabels" . | nindent 4 }}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector:
+    {{- include "taskstream.componentSelectorLabels" . | nindent 4 }}
+  ports:
+    - name: peer
+      port: {{ $v.port }}
       targetPort: http
       protocol: TCP
 {{- end }}
