@@ -68,15 +68,7 @@ impl TestApp {
     /// `taskstream_commands_total{command, outcome}` in `/metrics` (0 before the first). The
     /// registry is the test process's, shared by every test in it.
     async fn commands_counted(&self, command: &str, outcome: &str) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = self.metrics().await;
         let labels = [
             format!("command=\"{command}\""),
             format!("outcome=\"{outcome}\""),

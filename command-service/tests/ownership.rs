@@ -242,15 +242,7 @@ async fn commands_run_at_their_partitions_owner_whichever_replica_they_reach() {
     assert_eq!(records(&kafka).await.len(), 5);
 
     // The forwards were counted.
-    let metrics = first
-        .client
-        .get(format!("{}/metrics", first.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = first.metrics().await;
     for outcome in ["forwarded", "owner_unavailable", "misrouted"] {
         assert!(
             metrics.lines().any(|l| l.starts_with(&format!(

@@ -226,4 +226,20 @@ async fn a_start_from_snapshots_equals_a_start_from_the_whole_log_and_carries_on
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["version"], edited["version"].as_u64().unwrap() + 1);
+
+    // The snapshots taken and restored were counted (the registry is this process's).
+    let metrics = third.metrics().await;
+    for outcome in ["saved", "restored"] {
+        let counted: f64 = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "taskstream_command_snapshots_total{{outcome=\"{outcome}\"}} "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {outcome} snapshots in\n{metrics}"))
+            .parse()
+            .expect("a count");
+        assert!(counted >= 1.0, "{outcome}: {counted}");
+    }
 }

@@ -91,4 +91,15 @@ impl Service {
             response.json().await.unwrap_or(serde_json::Value::Null),
         )
     }
+    /// The text of `/metrics` (the registry is the test process's, shared by its tests).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
 }
