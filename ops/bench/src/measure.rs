@@ -1,11 +1,12 @@
-//! Measuring: running operations with a bounded number in flight, latency histograms with
-//! microsecond resolution, and the aligned results table every benchmark prints.
+//! Measuring: running operations with a bounded number in flight or on a fixed schedule, latency
+//! histograms with microsecond resolution, and the aligned results table every benchmark prints.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, stream};
 use hdrhistogram::Histogram;
 
@@ -104,6 +105,73 @@ where
     while let Some(latency) = in_flight.next().await {
         latencies.record(latency?);
         operations += 1;
+    }
+    Ok(Measurement {
+        operations,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// Due times `interval` apart from about now, `count` of them, each sent when it comes. A thread
+/// of its own sleeps to each one: tokio's timer only has millisecond resolution and wakes up to
+/// two milliseconds late, which an open loop would count as latency at every request.
+pub fn schedule(interval: Duration, count: u64) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let (due_times, received) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(1);
+        for k in 0..count {
+            let due = start + interval.mul_f64(k as f64);
+            if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(ahead);
+            }
+            if due_times.send(due).is_err() {
+                // The receiving side is gone: nothing is waiting for the rest.
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// Runs `op` on every item on a fixed schedule (an open loop): item `k` is started `k / rate`
+/// seconds after the first, whether or not the earlier ones have finished, and timed from that
+/// due time to its completion, so a service falling behind shows as latency instead of slowing
+/// the schedule down. Stops at the first error.
+pub async fn run_at_rate<I, F, Fut>(items: I, rate: f64, mut op: F) -> Result<Measurement>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    ensure!(
+        rate.is_finite() && rate > 0.0,
+        "an open loop needs a positive rate, not {rate}"
+    );
+    let items: Vec<I::Item> = items.into_iter().collect();
+    let mut due_times = schedule(Duration::from_secs_f64(1.0 / rate), items.len() as u64);
+    let mut items = items.into_iter();
+    let mut latencies = Latencies::new()?;
+    let mut operations = 0;
+    let mut in_flight = FuturesUnordered::new();
+    let started = Instant::now();
+    let mut scheduling = true;
+    while scheduling || !in_flight.is_empty() {
+        tokio::select! {
+            // Starting on time comes first: a completion can wait the few microseconds.
+            biased;
+            due = due_times.recv(), if scheduling => match (due, items.next()) {
+                (Some(due), Some(item)) => {
+                    let operation = op(item);
+                    in_flight.push(async move { operation.await.map(|()| due.elapsed()) });
+                }
+                _ => scheduling = false,
+            },
+            Some(done) = in_flight.next() => {
+                latencies.record(done?);
+                operations += 1;
+            }
+        }
     }
     Ok(Measurement {
         operations,
@@ -225,6 +293,43 @@ mod tests {
         })
         .await;
         assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_starts_each_item_on_schedule_whatever_the_earlier_ones_take() {
+        // 10 items due 10 ms apart, each taking 100 ms: on schedule they all overlap and the
+        // run takes ~190 ms; one at a time would take a second.
+        let m = run_at_rate(0..10, 100.0, |_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        })
+        .await
+        .expect("no error");
+        assert_eq!(m.operations, 10);
+        assert!(m.elapsed < Duration::from_millis(600), "{:?}", m.elapsed);
+        assert!(m.latencies.quantile_ms(0.0) >= 100.0, "{m:?}");
+        let failed = run_at_rate(0..10, 1_000.0, |i| async move {
+            anyhow::ensure!(i != 4, "item {i} failed");
+            Ok(())
+        })
+        .await;
+        assert!(failed.is_err());
+        assert!(run_at_rate(0..1, 0.0, |_| async { Ok(()) }).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_times_from_the_due_time() {
+        // Items due every 10 ms that each take 30 ms with at most one running: the queue
+        // behind the lock grows, and the latencies grow with it (the last one waited ~9 × 20 ms).
+        let lock = tokio::sync::Mutex::new(());
+        let m = run_at_rate(0..10, 100.0, |_| async {
+            let _held = lock.lock().await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        })
+        .await
+        .expect("no error");
+        assert!(m.latencies.max_ms() >= 180.0, "{m:?}");
     }
 
     #[test]

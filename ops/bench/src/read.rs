@@ -137,8 +137,9 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
 
-    /// Timed requests of each query in phase 3.
-    #[arg(long, default_value_t = 2_000)]
+    /// Timed requests of each query and load in phase 3 (a closed loop, then an open loop at
+    /// half of its rate).
+    #[arg(long, default_value_t = 5_000)]
     requests: usize,
 
     /// Untimed requests of each query before its timed ones.

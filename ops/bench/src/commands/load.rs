@@ -21,7 +21,7 @@ use service_kit::auth::Jwt;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::measure::{Latencies, Measurement};
+use crate::measure::{Latencies, Measurement, schedule};
 
 /// How long the benchmark's tokens stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3_600);
@@ -574,10 +574,10 @@ pub async fn open_loop(
     let mut max_send_lag = Duration::ZERO;
     let users = api.users();
 
-    let start = tokio::time::Instant::now() + Duration::from_millis(10);
-    for k in 0..arrivals {
-        let due = start + interval.mul_f64(k as f64);
-        tokio::time::sleep_until(due).await;
+    let start = Instant::now();
+    let mut due_times = schedule(interval, arrivals);
+    let mut k = 0_u64;
+    while let Some(due) = due_times.recv().await {
         max_send_lag = max_send_lag.max(due.elapsed());
         let (plan, fell_back) = {
             let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
@@ -598,6 +598,7 @@ pub async fn open_loop(
         while let Some(done) = in_flight.try_join_next() {
             done.context("an open-loop command panicked")?;
         }
+        k += 1;
     }
     while let Some(done) = in_flight.join_next().await {
         done.context("an open-loop command panicked")?;
