@@ -20,7 +20,8 @@
 //! 3. **Queries** ([`queries`]): the active generation is seeded in SQL with `--tasks` tasks of
 //!    `--task-users` users (titles from a word list, priorities, tags, due dates, statuses), then
 //!    query-service runs in this process and answers a plain list, a filtered and sorted list
-//!    and a search for random users at `--concurrency`; target "p99 ≤ 10 ms" each. The same
+//!    and a search for random users, in a closed loop at `--concurrency` (the peak rate), then in
+//!    an open loop at half of that rate; target "p99 ≤ 10 ms" each, at half of the peak. The same
 //!    queries through query-service's store alone (no HTTP, no JWT, no JSON) are timed too.
 //!
 //! The defaults are scaled down to finish in a few minutes on two cores; `--full` runs the sizes
