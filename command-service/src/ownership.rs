@@ -367,6 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn the_helm_charts_peer_list_and_pod_names_are_understood() {
+        // What helm/taskstream/templates/_helpers.tpl sets for three replicas of release "prod"
+        // in namespace "tasks", and the host name of the StatefulSet's second pod.
+        let peers = (0..3)
+            .map(|i| {
+                format!(
+                    "http://prod-taskstream-command-service-{i}.\
+                     prod-taskstream-command-service-headless.tasks.svc:8081"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let settings: OwnershipSettings =
+            serde_json::from_value(serde_json::json!({ "peers": peers })).expect("parses");
+        let ownership = Ownership::new(&settings, 12, Some("prod-taskstream-command-service-1"))
+            .expect("valid");
+        assert_eq!(ownership.ordinal(), 1);
+        assert_eq!(ownership.owned(), vec![1, 4, 7, 10]);
+        assert_eq!(
+            ownership.peers[2],
+            "http://prod-taskstream-command-service-2.prod-taskstream-command-service-headless.tasks.svc:8081"
+        );
+    }
+
+    #[test]
     fn impossible_settings_are_refused() {
         assert!(Ownership::new(&settings(&THREE, Some(3)), 12, None).is_err());
         assert!(Ownership::new(&settings(&THREE, Some(0)), 2, None).is_err());
