@@ -119,7 +119,7 @@ async fn snapshot_store(settings: &Settings) -> Option<SnapshotStore> {
 pub async fn api(settings: &Settings) -> anyhow::Result<(Router, Readiness)> {
     let appender = Appender::connect(&settings.kafka).await?;
     let partitions = appender.partitions();
-    let hostname = std::env::var("HOSTNAME").ok();
+    let hostname = service_kit::replica::hostname();
     let ownership = Ownership::new(&settings.ownership, partitions, hostname.as_deref())?;
     let owned = ownership.owned();
     tracing::info!(

@@ -22,6 +22,7 @@ use event_store::partition::partition_for;
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Deserializer, Serialize};
 use service_kit::problem::Problem;
+use service_kit::replica;
 
 /// Set on a request one replica forwards to another, with the forwarding replica's ordinal.
 pub const FORWARDED_BY: &str = "taskstream-forwarded-by";
@@ -101,29 +102,14 @@ impl Ownership {
         hostname: Option<&str>,
     ) -> anyhow::Result<Self> {
         let replicas = settings.peers.len().max(1);
-        let ordinal = match (settings.ordinal, settings.peers.len()) {
-            (Some(ordinal), _) => ordinal,
-            (None, 0 | 1) => 0,
-            (None, _) => hostname
-                .and_then(|h| h.rsplit_once('-'))
-                .and_then(|(_, n)| n.parse().ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{} peers are configured but this replica's ordinal is not: set \
-                         TASKSTREAM_OWNERSHIP__ORDINAL, or run under a host name ending in -<ordinal> \
-                         (host name: {hostname:?})",
-                        settings.peers.len()
-                    )
-                })?,
+        let ordinal = if replicas == 1 {
+            settings.ordinal.unwrap_or(0)
+        } else {
+            replica::ordinal(settings.ordinal, hostname, "TASKSTREAM_OWNERSHIP__ORDINAL")
+                .map_err(|e| anyhow::anyhow!("{} peers are configured, but {e}", replicas))?
         };
-        anyhow::ensure!(
-            ordinal < replicas,
-            "ordinal {ordinal} is out of range: {replicas} replicas are configured"
-        );
-        anyhow::ensure!(
-            replicas <= usize::try_from(partitions).unwrap_or(0),
-            "{replicas} replicas but only {partitions} partitions: some replicas would own none"
-        );
+        // Validates the ordinal against the replicas and the replicas against the partitions.
+        replica::share(partitions, replicas, ordinal)?;
         for peer in &settings.peers {
             reqwest::Url::parse(peer)
                 .map_err(|e| anyhow::anyhow!("peer URL {peer:?} is not a URL: {e}"))?;
@@ -156,7 +142,7 @@ impl Ownership {
 
     /// The replica that owns `partition`.
     pub fn owner_of(&self, partition: i32) -> usize {
-        usize::try_from(partition).unwrap_or(0) % self.replicas()
+        replica::owner_of(partition, self.replicas())
     }
 
     pub fn owns(&self, partition: i32) -> bool {

@@ -62,6 +62,12 @@ pub struct ProjectionSettings {
     /// share per replica). Replicas that overlap stay correct (each batch locks its partitions'
     /// offsets in Postgres and skips what is already applied), they only duplicate work.
     pub partitions: String,
+    /// Replicas splitting the partitions between them (with `partitions` left at `all`): replica
+    /// `i` of `n` projects the partitions `p` with `p % n == i`. 1: this process is alone.
+    pub replicas: usize,
+    /// This replica's ordinal (0-based) when `replicas` is above 1. Unset: the number after the
+    /// last `-` of the host name, as a StatefulSet names its pods.
+    pub ordinal: Option<usize>,
     /// Most records in one batch (one transaction).
     pub batch_max: usize,
     /// How long a batch waits for its first record.
@@ -74,6 +80,8 @@ impl Default for ProjectionSettings {
     fn default() -> Self {
         Self {
             partitions: "all".into(),
+            replicas: 1,
+            ordinal: None,
             batch_max: 2_000,
             batch_wait_ms: 100,
             lag_interval_ms: 5_000,
@@ -116,9 +124,20 @@ pub async fn start(settings: &Settings, cancel: CancellationToken) -> anyhow::Re
     migrations::generations::ensure_active(&pool).await?;
     let sink = Arc::new(DeadLetterTopic::connect(&settings.kafka).await?);
     let last_seen = projector::LastSeen::default();
+    let projection = &settings.projection;
+    let selection = projector::Selection::from_settings(
+        &projection.partitions,
+        projection.replicas,
+        projection.ordinal,
+        service_kit::replica::hostname().as_deref(),
+    )?;
+    let count =
+        event_store::log::admin::partition_count(&settings.kafka, &settings.kafka.topic).await?;
+    let partitions = selection
+        .resolve(count)
+        .map_err(|e| anyhow::anyhow!("choosing the partitions to project: {e:#}"))?;
     let options = LiveOptions {
-        partitions: projector::parse_partitions(&settings.projection.partitions)
-            .map_err(|e| anyhow::anyhow!("projection.partitions: {e}"))?,
+        partitions,
         batch_max: settings.projection.batch_max,
         batch_wait: Duration::from_millis(settings.projection.batch_wait_ms),
     };

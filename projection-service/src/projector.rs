@@ -171,10 +171,67 @@ fn record(tally: &Tally, already_applied: usize) {
 /// Settings of the live projector.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
-    /// The partitions this process projects (all when empty).
+    /// The partitions this process projects (see [`Selection::resolve`]).
     pub partitions: Vec<i32>,
     pub batch_max: usize,
     pub batch_wait: Duration,
+}
+
+/// Which partitions a projector reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every partition of the topic.
+    All,
+    /// These partitions.
+    Listed(Vec<i32>),
+    /// Replica `ordinal`'s share of `replicas`: the partitions `p` with `p % replicas ==
+    /// ordinal`.
+    Share { replicas: usize, ordinal: usize },
+}
+
+impl Selection {
+    /// The selection the settings give: `replicas` above 1 takes this replica's share (its
+    /// ordinal from `ordinal`, else `hostname`), otherwise `spec` (see [`parse_partitions`]).
+    pub fn from_settings(
+        spec: &str,
+        replicas: usize,
+        ordinal: Option<usize>,
+        hostname: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let listed = parse_partitions(spec)
+            .map_err(|e| anyhow::anyhow!("TASKSTREAM_PROJECTION__PARTITIONS: {e}"))?;
+        if replicas <= 1 {
+            return Ok(if listed.is_empty() {
+                Selection::All
+            } else {
+                Selection::Listed(listed)
+            });
+        }
+        anyhow::ensure!(
+            listed.is_empty(),
+            "TASKSTREAM_PROJECTION__PARTITIONS ({spec}) and TASKSTREAM_PROJECTION__REPLICAS              ({replicas}) both choose the partitions; set one of them"
+        );
+        let ordinal =
+            service_kit::replica::ordinal(ordinal, hostname, "TASKSTREAM_PROJECTION__ORDINAL")?;
+        Ok(Selection::Share { replicas, ordinal })
+    }
+
+    /// The partitions selected of a topic of `count` partitions.
+    pub fn resolve(&self, count: i32) -> anyhow::Result<Vec<i32>> {
+        match self {
+            Selection::All => Ok((0..count).collect()),
+            Selection::Listed(listed) => {
+                anyhow::ensure!(
+                    listed.iter().all(|p| *p < count),
+                    "partitions {listed:?} asked for, but the topic has {count}"
+                );
+                Ok(listed.clone())
+            }
+            Selection::Share { replicas, ordinal } => {
+                service_kit::replica::share(count, *replicas, *ordinal)
+            }
+        }
+    }
 }
 
 /// Parses a partition selection: `all` (or empty), or a list of partitions and ranges such as
@@ -226,7 +283,23 @@ pub async fn run_live(
     generations::ensure_active(&pool)
         .await
         .context("creating the first read-model generation")?;
-    let mut reader = assign(&config, &pool, &options.partitions).await?;
+    // The partitions were checked against the topic at start; a failure here is the broker's or
+    // the database's for now, so it is retried rather than ending the projector.
+    let mut reader = loop {
+        match assign(&config, &pool, &options.partitions).await {
+            Ok(reader) => break reader,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot start reading the log; retrying"
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
     let mut projector = Projector::new(pool, config.topic.clone(), sink);
     loop {
         let batch = tokio::select! {
@@ -265,19 +338,12 @@ pub async fn run_live(
     Ok(())
 }
 
-/// Reads the selected partitions from where the active generation has them.
-async fn assign(config: &LogConfig, pool: &PgPool, selected: &[i32]) -> anyhow::Result<LogReader> {
-    let count = event_store::log::admin::partition_count(config, &config.topic).await?;
-    let partitions: Vec<i32> = if selected.is_empty() {
-        (0..count).collect()
-    } else {
-        anyhow::ensure!(
-            selected.iter().all(|p| *p < count),
-            "partitions {selected:?} asked for, but {} has {count}",
-            config.topic
-        );
-        selected.to_vec()
-    };
+/// Reads `partitions` from where the active generation has them.
+async fn assign(
+    config: &LogConfig,
+    pool: &PgPool,
+    partitions: &[i32],
+) -> anyhow::Result<LogReader> {
     let generation = generations::active(pool)
         .await?
         .context("no active read-model generation")?;
@@ -361,4 +427,56 @@ async fn update_lag(
             .set(seconds);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_lists_and_ranges_parse() {
+        assert_eq!(parse_partitions("all"), Ok(vec![]));
+        assert_eq!(parse_partitions(" "), Ok(vec![]));
+        assert_eq!(parse_partitions("0-2, 5,1"), Ok(vec![0, 1, 2, 5]));
+        assert!(parse_partitions("3-1").is_err());
+        assert!(parse_partitions("-1").is_err());
+        assert!(parse_partitions("x").is_err());
+    }
+
+    #[test]
+    fn a_selection_is_every_partition_a_list_or_this_replicas_share() {
+        let all = Selection::from_settings("all", 1, None, None).expect("valid");
+        assert_eq!(all, Selection::All);
+        assert_eq!(all.resolve(4).expect("fits"), vec![0, 1, 2, 3]);
+
+        let listed = Selection::from_settings("1,3", 1, None, None).expect("valid");
+        assert_eq!(listed.resolve(4).expect("fits"), vec![1, 3]);
+        assert!(
+            listed.resolve(3).is_err(),
+            "partition 3 of a 3-partition topic"
+        );
+
+        let share =
+            Selection::from_settings("all", 3, None, Some("prod-taskstream-projection-service-2"))
+                .expect("the ordinal from the pod name");
+        assert_eq!(share.resolve(12).expect("fits"), vec![2, 5, 8, 11]);
+        let explicit = Selection::from_settings("all", 3, Some(0), Some("laptop")).expect("valid");
+        assert_eq!(explicit.resolve(12).expect("fits"), vec![0, 3, 6, 9]);
+        assert!(share.resolve(2).is_err(), "more replicas than partitions");
+    }
+
+    #[test]
+    fn conflicting_or_incomplete_selections_are_refused() {
+        let both = Selection::from_settings("0-5", 2, Some(0), None).expect_err("both");
+        assert!(both.to_string().contains("set one of them"), "{both}");
+        let no_ordinal =
+            Selection::from_settings("all", 2, None, Some("laptop")).expect_err("none");
+        assert!(
+            no_ordinal
+                .to_string()
+                .contains("TASKSTREAM_PROJECTION__ORDINAL"),
+            "{no_ordinal}"
+        );
+        assert!(Selection::from_settings("0-", 1, None, None).is_err());
+    }
 }

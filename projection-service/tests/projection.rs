@@ -64,6 +64,67 @@ async fn redelivered_events_leave_the_read_models_unchanged() {
     assert_same(&before, &env.contents(&live).await);
 }
 
+#[tokio::test]
+async fn replicas_project_their_shares_of_the_partitions_and_together_all_of_them() {
+    // Arrange: a workload over four partitions.
+    let env = Env::new(4).await;
+    let mut workload = Workload::new(40, 5);
+    env.append_workload(&mut workload, 800).await;
+    let ends = env.ends().await;
+    assert_eq!(ends.len(), 4, "every partition has records: {ends:?}");
+    let replica = |ordinal| {
+        let mut settings = env.settings();
+        settings.projection.replicas = 2;
+        settings.projection.ordinal = Some(ordinal);
+        settings
+    };
+
+    // Act: replica 1 of 2 alone.
+    let second = env.start_projector_with(replica(1)).await;
+    let live = env.active().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = projection_service::store::offsets(&env.pool, &live)
+            .await
+            .expect("offsets");
+        if [1, 3].iter().all(|p| at.get(p) == ends.get(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "odd partitions not projected: {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Assert: it took the odd partitions and left the even ones alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at = projection_service::store::offsets(&env.pool, &live)
+        .await
+        .expect("offsets");
+    assert!(
+        [0, 2].iter().all(|p| at.get(p).copied().unwrap_or(0) == 0),
+        "replica 1 projected an even partition: {at:?}"
+    );
+
+    // Act: replica 0 joins; Assert: together they equal one projector reading everything.
+    let first = env.start_projector_with(replica(0)).await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    first.cancel();
+    second.cancel();
+    let shared = env.contents(&live).await;
+    let report = rebuild_now(
+        &env,
+        RebuildOptions {
+            no_switch: true,
+            switch_lag: 0,
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    let clean = built_generation(&env, report.generation).await;
+    assert_same(&env.contents(&clean).await, &shared);
+}
+
 fn spawn_projector(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projection-service"))
         .env("TASKSTREAM_KAFKA__BROKERS", &env.kafka.brokers)

@@ -16,5 +16,6 @@ pub mod database;
 pub mod http;
 pub mod openapi;
 pub mod problem;
+pub mod replica;
 pub mod settings;
 pub mod telemetry;

@@ -70,7 +70,7 @@ The component templates below take a dict:
   database   true when the component uses Postgres
   auth       true when the component verifies JWTs
   hpa        true when a HorizontalPodAutoscaler manages the replicas
-  partitionBound  true when the replicas share the log's partitions (at most kafka.partitions)
+  partitionBound  true when the replicas split the log's partitions (at most kafka.partitions)
   statefulSet     true for a StatefulSet (stable pod names and addresses, through the headless
                   Service of taskstream.headlessService) instead of a Deployment
 */}}
@@ -248,6 +248,11 @@ spec:
             {{- if eq .component "projection-service" }}
             - name: TASKSTREAM_PROJECTION__PARTITIONS
               value: {{ $v.partitions | default "all" | toString | quote }}
+            {{- if and .partitionBound (gt (int $v.replicaCount) 1) }}
+            {{- /* Each replica projects its share; the ordinal is the number ending its pod name. */}}
+            - name: TASKSTREAM_PROJECTION__REPLICAS
+              value: {{ $v.replicaCount | int | quote }}
+            {{- end }}
             {{- end }}
             {{- if .auth }}
             - name: TASKSTREAM_AUTH__JWT_SECRET
@@ -331,7 +336,8 @@ spec:
 {{- end }}
 
 {{/*
-The headless Service of a StatefulSet: a DNS name per pod, for the replicas to reach each other.
+The headless Service of a StatefulSet (its serviceName): a DNS name per pod, through which
+command-service replicas reach each other.
 Its port is named "peer", not "http", so the ServiceMonitor (which scrapes the "http" ports) does
 not scrape the pods a second time through it. It lists pods before they are ready, so a replica
 that is still starting answers for itself (503 with Retry-After) rather than not resolving.

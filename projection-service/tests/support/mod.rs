@@ -56,8 +56,13 @@ impl Env {
 
     /// Starts the service in this process; cancel the token to stop its projector.
     pub async fn start_projector(&self) -> CancellationToken {
+        self.start_projector_with(self.settings()).await
+    }
+
+    /// Starts the service in this process with `settings`; cancel the token to stop it.
+    pub async fn start_projector_with(&self, settings: Settings) -> CancellationToken {
         let cancel = CancellationToken::new();
-        let app = projection_service::build_with(self.settings(), cancel.clone())
+        let app = projection_service::build_with(settings, cancel.clone())
             .await
             .expect("projection-service starts");
         let stop = cancel.clone();
