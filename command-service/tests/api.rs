@@ -634,6 +634,7 @@ async fn broker_down_is_503_with_retry_after_and_recovers() {
     assert_eq!(problem["code"], "unavailable");
 
     broker.start_again().await;
+    broker.wait_serving(&app.kafka).await;
     let mut recovered = None;
     for _ in 0..40 {
         let (status, body) = app
@@ -770,6 +771,9 @@ async fn broker_stopped_mid_load_gives_only_201_or_503_and_every_201_is_in_the_l
     }
     assert!(unavailable > 0, "the outage was noticed");
     assert!(!created.is_empty());
+    // What was acknowledged must be in the log however often the broker restarts; a broker that
+    // came back unable to serve (a tansu fault) is restarted once more before the log is read.
+    broker.wait_serving(&app.kafka).await;
     let in_log = app.commits().await;
     for id in &created {
         assert_eq!(

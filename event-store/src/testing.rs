@@ -116,11 +116,55 @@ impl PrivateBroker {
             self.spawn().await;
         }
     }
+
+    /// Waits until the broker answers for `kafka`'s topic, restarting it (on the same storage)
+    /// when it does not within 5 s: after a SIGKILL, tansu 0.6 sometimes comes back with its
+    /// storage task gone, keeping its port open but answering every request with
+    /// `Storage(UnableToSend)` until it is restarted. Panics if three restarts do not help.
+    pub async fn wait_serving(&mut self, kafka: &crate::LogConfig) {
+        for attempt in 0..=3 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline {
+                if crate::log::admin::ping(kafka).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if attempt < 3 {
+                eprintln!(
+                    "private broker on port {} does not answer; restarting it",
+                    self.port
+                );
+                self.kill();
+                self.spawn().await;
+            }
+        }
+        panic!(
+            "private broker on port {} does not answer after three restarts",
+            self.port
+        );
+    }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten());
         self.kill();
+        if std::thread::panicking() {
+            // The test failed: what the broker said goes with it (the directory is removed).
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "private broker on port {} ({}); the last lines of its log:\n{}",
+                self.port,
+                exited.map_or_else(|| "running".to_owned(), |s| format!("it had exited: {s}")),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 }
 

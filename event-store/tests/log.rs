@@ -257,6 +257,7 @@ async fn a_killed_and_restarted_broker_loses_no_acknowledged_commit() {
         "an append to a dead broker is a transient failure: {down:?}"
     );
     broker.start_again().await;
+    broker.wait_serving(&config).await;
 
     let appender = Appender::connect(&config).await.expect("reconnect");
     for i in 0..100 {
