@@ -33,6 +33,21 @@ async fn built_generation(env: &Env, number: i32) -> generations::Generation {
         .expect("generation exists")
 }
 
+/// The rows a clean rebuild of the whole log gives, in a new generation left inactive.
+async fn clean_rebuild(env: &Env) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+    let report = rebuild_now(
+        env,
+        RebuildOptions {
+            no_switch: true,
+            switch_lag: 0,
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    env.contents(&built_generation(env, report.generation).await)
+        .await
+}
+
 #[tokio::test]
 async fn redelivered_events_leave_the_read_models_unchanged() {
     // Arrange: a projected workload.
@@ -112,17 +127,7 @@ async fn replicas_project_their_shares_of_the_partitions_and_together_all_of_the
     first.cancel();
     second.cancel();
     let shared = env.contents(&live).await;
-    let report = rebuild_now(
-        &env,
-        RebuildOptions {
-            no_switch: true,
-            switch_lag: 0,
-            ..RebuildOptions::default()
-        },
-    )
-    .await;
-    let clean = built_generation(&env, report.generation).await;
-    assert_same(&env.contents(&clean).await, &shared);
+    assert_same(&clean_rebuild(&env).await, &shared);
 }
 
 fn spawn_projector(env: &Env) -> Child {
@@ -188,23 +193,14 @@ async fn a_projector_killed_while_catching_up_ends_equal_to_a_clean_rebuild() {
     child.wait().unwrap();
 
     // Assert: row for row what a clean rebuild gives.
-    let report = rebuild_now(
-        &env,
-        RebuildOptions {
-            no_switch: true,
-            switch_lag: 0,
-            ..RebuildOptions::default()
-        },
-    )
-    .await;
-    let clean = built_generation(&env, report.generation).await;
+    let clean = clean_rebuild(&env).await;
     let resumed = env.contents(&live).await;
     assert!(
         resumed["audit_events"].len() >= 45_000,
         "{}",
         resumed["audit_events"].len()
     );
-    assert_same(&resumed, &env.contents(&clean).await);
+    assert_same(&resumed, &clean);
 }
 
 #[tokio::test]
@@ -322,21 +318,9 @@ async fn a_rebuild_resumes_switches_atomically_and_equals_a_clean_one() {
     assert_eq!(second.number, report.generation);
     // The live projector follows the switch; a clean rebuild of the whole log equals it.
     env.wait_caught_up(&second, Duration::from_secs(60)).await;
-    let clean = rebuild_now(
-        &env,
-        RebuildOptions {
-            no_switch: true,
-            switch_lag: 0,
-            ..RebuildOptions::default()
-        },
-    )
-    .await;
+    let clean = clean_rebuild(&env).await;
     stop.cancel();
-    assert_same(
-        &env.contents(&second).await,
-        &env.contents(&built_generation(&env, clean.generation).await)
-            .await,
-    );
+    assert_same(&env.contents(&second).await, &clean);
     let states: BTreeMap<i32, String> = generations::list(&env.pool)
         .await
         .unwrap()
