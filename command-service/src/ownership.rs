@@ -90,6 +90,8 @@ pub struct Ownership {
     ordinal: usize,
     peers: Vec<String>,
     partitions: i32,
+    /// The partitions this replica owns, in order.
+    owned: Vec<i32>,
     client: reqwest::Client,
 }
 
@@ -108,8 +110,8 @@ impl Ownership {
             replica::ordinal(settings.ordinal, hostname, "TASKSTREAM_OWNERSHIP__ORDINAL")
                 .map_err(|e| anyhow::anyhow!("{} peers are configured, but {e}", replicas))?
         };
-        // Validates the ordinal against the replicas and the replicas against the partitions.
-        replica::share(partitions, replicas, ordinal)?;
+        // Also checks the ordinal against the replicas and the replicas against the partitions.
+        let owned = replica::share(partitions, replicas, ordinal)?;
         for peer in &settings.peers {
             reqwest::Url::parse(peer)
                 .map_err(|e| anyhow::anyhow!("peer URL {peer:?} is not a URL: {e}"))?;
@@ -122,6 +124,7 @@ impl Ownership {
             ordinal,
             peers: settings.peers.clone(),
             partitions,
+            owned,
             client,
         })
     }
@@ -151,7 +154,7 @@ impl Ownership {
 
     /// The partitions this replica owns, in order.
     pub fn owned(&self) -> Vec<i32> {
-        (0..self.partitions).filter(|p| self.owns(*p)).collect()
+        self.owned.clone()
     }
 
     /// Where a command of `user` goes: `None` when this replica owns the user's partition (or the

@@ -209,7 +209,8 @@ impl Selection {
         }
         anyhow::ensure!(
             listed.is_empty(),
-            "TASKSTREAM_PROJECTION__PARTITIONS ({spec}) and TASKSTREAM_PROJECTION__REPLICAS              ({replicas}) both choose the partitions; set one of them"
+            "TASKSTREAM_PROJECTION__PARTITIONS ({spec}) and TASKSTREAM_PROJECTION__REPLICAS \
+             ({replicas}) both choose the partitions; set one of them"
         );
         let ordinal =
             service_kit::replica::ordinal(ordinal, hostname, "TASKSTREAM_PROJECTION__ORDINAL")?;

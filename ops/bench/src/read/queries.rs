@@ -130,10 +130,8 @@ struct Timed {
     query: Query,
     /// Closed loop at `--concurrency`: the peak.
     http: Measurement,
-    /// Open loop at half of the peak: the latency the target is about.
+    /// Open loop at half of the peak (see [`half_of_peak`]): the latency the target is about.
     http_open: Measurement,
-    /// The open loop's rate, in requests per second.
-    open_rate: f64,
     /// Closed loop at `--concurrency`, through the store alone.
     store: Measurement,
     /// Tasks per page, on average, as the store answered.
@@ -235,11 +233,14 @@ async fn measure(options: &Options, database: &Database) -> Result<Queries> {
             service.base(),
             (&users, &tokens),
             query,
-            (&warmup, &requests),
-            Load::Closed(options.concurrency),
+            &requests,
+            Load::Closed {
+                concurrency: options.concurrency,
+                warmup: &warmup,
+            },
         )
         .await?;
-        let open_rate = http.throughput() / 2.0;
+        let open_rate = half_of_peak(&http);
         eprintln!(
             "  {} over HTTP, open loop at {open_rate:.0} requests/s (half of the peak)…",
             query.label()
@@ -249,7 +250,7 @@ async fn measure(options: &Options, database: &Database) -> Result<Queries> {
             service.base(),
             (&users, &tokens),
             query,
-            (&[], &open_requests),
+            &open_requests,
             Load::Open(open_rate),
         )
         .await?;
@@ -267,7 +268,6 @@ async fn measure(options: &Options, database: &Database) -> Result<Queries> {
             query,
             http,
             http_open,
-            open_rate,
             store,
             items_per_page,
         });
@@ -284,22 +284,30 @@ async fn measure(options: &Options, database: &Database) -> Result<Queries> {
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy)]
-enum Load {
-    /// This many in flight, each sent as soon as one is answered (the peak rate).
-    Closed(usize),
+enum Load<'a> {
+    /// `concurrency` in flight, each sent as soon as one is answered (the peak rate), after the
+    /// `warmup` requests untimed.
+    Closed {
+        concurrency: usize,
+        warmup: &'a [Request],
+    },
     /// This many per second on a fixed schedule, whatever the answers take.
     Open(f64),
 }
 
-/// Times `query` over HTTP: the warm-up requests untimed (in a closed loop, at the closed load's
-/// concurrency or one), then `requests` under `load`.
+/// The open loop's rate: half of what the closed loop `peak` achieved, in requests per second.
+fn half_of_peak(peak: &Measurement) -> f64 {
+    peak.throughput() / 2.0
+}
+
+/// Times `requests` of `query` over HTTP under `load`.
 async fn over_http(
     client: &Client,
     base: &str,
     (users, tokens): (&[String], &[String]),
     query: Query,
-    (warmup, requests): (&[Request], &[Request]),
-    load: Load,
+    requests: &[Request],
+    load: Load<'_>,
 ) -> Result<Measurement> {
     let send = |request: &Request| {
         let url = format!(
@@ -329,14 +337,14 @@ async fn over_http(
         }
     };
     match load {
-        Load::Closed(concurrency) => {
+        Load::Closed {
+            concurrency,
+            warmup,
+        } => {
             run_concurrently(warmup, concurrency, send).await?;
             run_concurrently(requests, concurrency, send).await
         }
-        Load::Open(rate) => {
-            run_concurrently(warmup, 1, send).await?;
-            run_at_rate(requests, rate, send).await
-        }
+        Load::Open(rate) => run_at_rate(requests, rate, send).await,
     }
 }
 
@@ -686,7 +694,7 @@ impl Queries {
                 t.query.label(),
                 t.items_per_page,
                 t.http.throughput(),
-                t.open_rate,
+                half_of_peak(&t.http),
                 t.http_open.latencies.quantile_ms(0.99),
                 t.http.latencies.quantile_ms(0.99),
                 t.store.latencies.quantile_ms(0.99),
@@ -716,7 +724,7 @@ impl Queries {
                 format!(
                     "{:.2} ms at {:.0}/s (p50 {:.2}; closed loop p99 {:.2})",
                     t.http_open.latencies.quantile_ms(0.99),
-                    t.open_rate,
+                    half_of_peak(&t.http),
                     t.http_open.latencies.quantile_ms(0.50),
                     t.http.latencies.quantile_ms(0.99)
                 ),
