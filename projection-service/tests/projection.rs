@@ -97,20 +97,8 @@ async fn replicas_project_their_shares_of_the_partitions_and_together_all_of_the
     // Act: replica 1 of 2 alone.
     let second = env.start_projector_with(replica(1)).await;
     let live = env.active().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let at = projection_service::store::offsets(&env.pool, &live)
-            .await
-            .expect("offsets");
-        if [1, 3].iter().all(|p| at.get(p) == ends.get(p)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "odd partitions not projected: {at:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_caught_up_on(&live, |p| p % 2 == 1, Duration::from_secs(60))
+        .await;
     // Assert: it took the odd partitions and left the even ones alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let at = projection_service::store::offsets(&env.pool, &live)

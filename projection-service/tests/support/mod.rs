@@ -122,7 +122,18 @@ impl Env {
 
     /// Waits until `generation` has applied every record now in the log.
     pub async fn wait_caught_up(&self, generation: &Generation, within: Duration) {
-        let ends = self.ends().await;
+        self.wait_caught_up_on(generation, |_| true, within).await;
+    }
+
+    /// Waits until `generation` has applied every record now in the partitions `selected` picks.
+    pub async fn wait_caught_up_on(
+        &self,
+        generation: &Generation,
+        selected: impl Fn(i32) -> bool,
+        within: Duration,
+    ) {
+        let mut ends = self.ends().await;
+        ends.retain(|p, _| selected(*p));
         let deadline = Instant::now() + within;
         loop {
             let at = projection_service::store::offsets(&self.pool, generation)
