@@ -21,8 +21,8 @@ use crate::domain::{Command, DomainError, FieldError};
 use crate::error::{AppError, OutcomeLabel};
 use crate::input;
 use crate::openapi::{
-    CommandAnswer, CommandHeaders, CommandProblems, NewReminderInput, RecurrenceInput, TagInput,
-    TaskInput, TaskPatchInput,
+    CommandAnswer, CommandHeaders, CommandProblems, NewReminderInput, NewTaskInput,
+    RecurrenceInput, TagInput, TaskInput, TaskPatchInput,
 };
 use crate::service::{Action, COMMANDS, CommandRequest, CommandService, Outcome, Target};
 
@@ -183,7 +183,7 @@ fn task_target(raw: &str) -> Result<Target, AppError> {
 }
 
 /// `If-Match: "3"` (or `3`, or `W/"3"`) → version 3. `*` means any version.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -366,7 +366,7 @@ type TaskPath = Path<(String, String)>;
     path = "/api/{user_id}/tasks",
     tag = "tasks",
     summary = "Create a task",
-    request_body = TaskInput,
+    request_body = NewTaskInput,
     params(
         ("user_id" = String, Path, description = "The user (the token's sub)"),
         CommandHeaders,

@@ -3,7 +3,7 @@
 //! Bodies are read as JSON objects and checked field by field (rather than by a derive that stops
 //! at the first error), so a `422` names all the problems at once.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
 use rrule::{Frequency, ParseError, RRule, RRuleError, Unvalidated, ValidationError};
@@ -154,7 +154,7 @@ impl Reader {
                     self.error(
                         "due",
                         "invalid",
-                        "must be a date (YYYY-MM-DD) or a date-time with offset (RFC 3339)",
+                        "must be a date (YYYY-MM-DD) or a date-time with offset (RFC 3339), in the years 1–9999",
                     );
                     Field::Absent
                 }
@@ -253,19 +253,33 @@ impl Reader {
     fn reject_unknown(&mut self) {
         let unknown: Vec<String> = self.object.keys().cloned().collect();
         for key in unknown {
-            self.error(&key, "unknown_field", "is not a field of this request");
+            self.errors.push(unknown_field(key));
         }
     }
 }
 
+/// A body member the request does not have.
+fn unknown_field(field: impl Into<String>) -> FieldError {
+    FieldError::new(field, "unknown_field", "is not a field of this request")
+}
+
+/// A due date or date-time, in the years 1–9999 (what every reader of the log, Postgres among
+/// them, can hold).
 fn parse_due(raw: &str, tz: Option<String>) -> Option<Due> {
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Some(Due::Date { date });
-    }
-    DateTime::parse_from_rfc3339(raw).ok().map(|at| Due::At {
-        at: at.with_timezone(&Utc),
-        tz,
-    })
+    let due = if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        Due::Date { date }
+    } else {
+        let at = DateTime::parse_from_rfc3339(raw).ok()?;
+        Due::At {
+            at: at.with_timezone(&Utc),
+            tz,
+        }
+    };
+    let year = match &due {
+        Due::Date { date } => date.year(),
+        Due::At { at, .. } => at.year(),
+    };
+    (1..=9999).contains(&year).then_some(due)
 }
 
 /// A zone of the IANA time zone database (`Europe/Berlin`, `UTC`, or a link such as
@@ -429,6 +443,12 @@ pub fn reminder_time(value: Value) -> Result<ReminderTime, FieldError> {
     let Value::Object(map) = value else {
         return Err(FieldError::new("", "wrong_type", "a reminder is an object"));
     };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "remind_at" | "before_due_seconds"))
+    {
+        return Err(unknown_field(format!(".{unknown}")));
+    }
     match (map.get("remind_at"), map.get("before_due_seconds")) {
         (Some(Value::String(at)), None) => DateTime::parse_from_rfc3339(at)
             .map(|at| ReminderTime::At {
@@ -533,6 +553,14 @@ pub fn task_patch(
         Field::Null => patch.priority = Some(Priority::default()),
         Field::Absent => {}
     }
+    // The zone is kept with a date-time due; alone it would change nothing.
+    if r.object.get("timezone").is_some_and(|z| !z.is_null()) && !r.object.contains_key("due") {
+        r.error(
+            "timezone",
+            "requires_due",
+            "a time zone belongs to a due date-time: send due with it",
+        );
+    }
     match r.due() {
         Field::Value(d) => patch.due = Some(Some(d)),
         Field::Null => patch.due = Some(None),
@@ -583,10 +611,7 @@ pub fn tag(mut object: Map<String, Value>) -> Result<String, Vec<FieldError>> {
             "give the tag as a string",
         )]),
     };
-    let mut errors: Vec<FieldError> = object
-        .keys()
-        .map(|k| FieldError::new(k.clone(), "unknown_field", "is not a field of this request"))
-        .collect();
+    let mut errors: Vec<FieldError> = object.keys().map(|k| unknown_field(k.clone())).collect();
     match tag {
         Ok(tag) if errors.is_empty() => Ok(tag),
         Ok(_) => Err(errors),
@@ -671,12 +696,39 @@ mod tests {
     }
 
     #[test]
+    fn a_patched_time_zone_comes_with_a_due() {
+        let alone = task_patch(obj(json!({ "timezone": "Asia/Tokyo" }))).expect_err("refused");
+        assert_eq!(
+            (alone[0].field.as_str(), alone[0].code),
+            ("timezone", "requires_due")
+        );
+        let (patch, _) = task_patch(obj(json!({
+            "due": "2026-12-24T18:00:00Z", "timezone": "Asia/Tokyo"
+        })))
+        .expect("valid");
+        assert!(matches!(
+            patch.due,
+            Some(Some(Due::At { tz: Some(ref tz), .. })) if tz == "Asia/Tokyo"
+        ));
+        assert!(task_patch(obj(json!({ "timezone": null }))).is_ok());
+    }
+
+    #[test]
     fn dates_and_rrules() {
         assert!(matches!(
             parse_due("2026-02-28", None),
             Some(Due::Date { .. })
         ));
         assert!(parse_due("2026-02-30", None).is_none());
+        for out_of_range in [
+            "-5000-01-01",
+            "+10000-01-01",
+            "0000-01-01",
+            "0000-06-01T00:00:00Z",
+        ] {
+            assert!(parse_due(out_of_range, None).is_none(), "{out_of_range}");
+        }
+        assert!(parse_due("9999-12-31T23:59:59Z", None).is_some());
     }
 
     fn rrule_error(rrule: &str) -> String {

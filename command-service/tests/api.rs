@@ -203,6 +203,32 @@ async fn invalid_input_is_422_listing_every_field_and_bad_json_is_400() {
         .send(Method::POST, "alice", "/tasks", Some(json!([1, 2])))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Control characters (U+0000 above all, which no Postgres text can hold) never reach the log.
+    let (status, problem) = app
+        .send(
+            Method::POST,
+            "alice",
+            "/tasks",
+            Some(
+                json!({ "title": "nul\u{0}", "description": "bell\u{7}", "tags": ["\u{1b}[31m"] }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let codes: Vec<(&str, &str)> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("title", "control_character"),
+            ("description", "control_character"),
+            ("tags[0]", "control_character")
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,7 +49,7 @@ async fn from_log_until(
         if until.is_some_and(|u| record.offset >= u.get(&record.partition).copied().unwrap_or(0)) {
             continue;
         }
-        let Ok(commit) = record.decode() else {
+        let Ok(commit) = crate::model::decode(&record.payload) else {
             continue;
         };
         let arbiter = arbiters.entry(record.partition).or_default();

@@ -203,13 +203,35 @@ pub struct Input {
 
 impl Input {
     pub fn new(position: LogPosition, key: Option<String>, payload: Vec<u8>) -> Self {
-        let commit = Commit::decode(&payload).map_err(|e| e.to_string());
+        let commit = decode(&payload);
         Self {
             position,
             key,
             payload,
             commit,
         }
+    }
+}
+
+/// Decodes a record as the read models hold it. Postgres text cannot hold U+0000, so a NUL in
+/// any string of the record becomes U+FFFD (the command side refuses control characters, but the
+/// log may hold records from before that, or from other writers); all else is as in the log.
+pub fn decode(payload: &[u8]) -> Result<Commit, String> {
+    if memchr::memmem::find(payload, br"\u0000").is_none() {
+        return Commit::decode(payload).map_err(|e| e.to_string());
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| event_store::error::DecodeError::Json(e.to_string()).to_string())?;
+    replace_nul(&mut value);
+    Commit::decode(&serde_json::to_vec(&value).unwrap_or_default()).map_err(|e| e.to_string())
+}
+
+fn replace_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        serde_json::Value::Object(members) => members.values_mut().for_each(replace_nul),
+        _ => {}
     }
 }
 
@@ -223,6 +245,20 @@ pub struct Tally {
     pub dead_letters: u64,
     /// Accepted events by type.
     pub by_type: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    /// Adds a later batch's counts.
+    pub fn absorb(&mut self, later: Tally) {
+        self.commits += later.commits;
+        self.events += later.events;
+        self.duplicates += later.duplicates;
+        self.lost_races += later.lost_races;
+        self.dead_letters += later.dead_letters;
+        for (event_type, n) in later.by_type {
+            *self.by_type.entry(event_type).or_default() += n;
+        }
+    }
 }
 
 /// Everything one batch changes.

@@ -109,6 +109,36 @@ fn a_created_task_is_open_with_its_fields_tags_and_audit() {
 }
 
 #[test]
+fn a_nul_in_the_log_is_projected_as_a_replacement_character() {
+    let task = Uuid::now_v7();
+    let inputs = [record(
+        "ann",
+        task,
+        1,
+        vec![created(1, "nul\0inside", &["a\0b"])],
+        0,
+    )];
+    let out = run(&inputs, HashMap::new());
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(out.tasks[0].title, "nul\u{FFFD}inside");
+    assert_eq!(out.tasks[0].tags, ["a\u{FFFD}b"]);
+    let audited = serde_json::to_string(&out.audit[0].payload).unwrap();
+    assert!(
+        !audited.contains("\\u0000") && audited.contains('\u{FFFD}'),
+        "{audited}"
+    );
+    // Text that only looks like an escaped NUL stays as it is.
+    let literal = [record(
+        "ann",
+        Uuid::now_v7(),
+        1,
+        vec![created(2, r"C:\u0000", &[])],
+        1,
+    )];
+    assert_eq!(run(&literal, HashMap::new()).tasks[0].title, r"C:\u0000");
+}
+
+#[test]
 fn an_event_for_a_task_never_created_is_a_dead_letter() {
     let task = Uuid::now_v7();
     let inputs = [record(

@@ -247,6 +247,25 @@ pub struct Outcome {
     pub seek: BTreeMap<i32, i64>,
 }
 
+impl Outcome {
+    /// Adds what a later batch did to this one's.
+    fn absorb(&mut self, later: Outcome) {
+        let (plan, other) = (&mut self.plan, later.plan);
+        plan.tasks.extend(other.tasks);
+        plan.reminders.extend(other.reminders);
+        plan.notifications.extend(other.notifications);
+        plan.audit.extend(other.audit);
+        plan.tags.extend(other.tags);
+        plan.lost_races.extend(other.lost_races);
+        plan.dead_letters.extend(other.dead_letters);
+        plan.released.extend(other.released);
+        plan.offsets.extend(other.offsets);
+        plan.tally.absorb(other.tally);
+        self.already_applied += later.already_applied;
+        self.seek.extend(later.seek);
+    }
+}
+
 /// How a batch treats the stored offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -259,7 +278,98 @@ pub enum Mode {
 
 /// Applies `inputs` (log order) to the generation inside `tx`. Dead letters are recorded in
 /// `dead_letters` and, when new, handed to `sink` before this returns (the caller commits).
+///
+/// A record whose rows Postgres refuses for what they hold (a data exception or a program limit,
+/// which no retry changes) would fail every batch it is in and stop the projector for good. So
+/// when a batch fails that way (`Mode::Advance`), its records are applied again one at a time in
+/// the same transaction, and one that still fails becomes a dead letter with Postgres' error;
+/// the others are projected.
 pub async fn apply_batch(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    topic: &str,
+    inputs: Vec<Input>,
+    sink: &dyn DeadLetterSink,
+    mode: Mode,
+    sought: &BTreeMap<i32, i64>,
+) -> anyhow::Result<Outcome> {
+    if mode == Mode::Redrive {
+        return apply_batch_once(tx, statements, topic, inputs, sink, mode, sought).await;
+    }
+    let single = inputs.len() == 1;
+    let error = match savepoint(tx, statements, topic, inputs.clone(), sink, sought).await? {
+        Ok(outcome) => return Ok(outcome),
+        Err(error) => error,
+    };
+    let mut outcome = Outcome::default();
+    if single {
+        let [input] = <[Input; 1]>::try_from(inputs).map_err(|_| anyhow::anyhow!("one input"))?;
+        tracing::error!(position = %input.position, %error, "record cannot be projected; dead-lettering it");
+        let refused = Input {
+            commit: Err(format!(
+                "the read models cannot store this record: {}",
+                error.replace('\0', "\u{FFFD}")
+            )),
+            ..input
+        };
+        return apply_batch_once(tx, statements, topic, vec![refused], sink, mode, sought).await;
+    }
+    tracing::warn!(%error, records = inputs.len(), "batch refused by Postgres; applying its records one at a time");
+    for input in inputs {
+        let one = Box::pin(apply_batch(
+            tx,
+            statements,
+            topic,
+            vec![input],
+            sink,
+            mode,
+            sought,
+        ));
+        outcome.absorb(one.await?);
+    }
+    Ok(outcome)
+}
+
+/// Applies `inputs` under a savepoint. A failure for the data's sake is rolled back to the
+/// savepoint and returned as `Ok(Err(message))`; any other failure is an error.
+async fn savepoint(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    topic: &str,
+    inputs: Vec<Input>,
+    sink: &dyn DeadLetterSink,
+    sought: &BTreeMap<i32, i64>,
+) -> anyhow::Result<Result<Outcome, String>> {
+    sqlx::query("SAVEPOINT batch")
+        .execute(&mut *tx)
+        .await
+        .context("starting a batch")?;
+    match apply_batch_once(tx, statements, topic, inputs, sink, Mode::Advance, sought).await {
+        Ok(outcome) => Ok(Ok(outcome)),
+        Err(error) if refused_for_its_data(&error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await
+                .context("rolling back a refused batch")?;
+            Ok(Err(format!("{error:#}")))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether Postgres refused the batch for the values it holds: SQLSTATE class 22 (data
+/// exception: text it cannot hold, a date out of its range, …) or 54 (program limit exceeded).
+fn refused_for_its_data(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("54"))
+    })
+}
+
+async fn apply_batch_once(
     tx: &mut PgConnection,
     statements: &Statements,
     topic: &str,

@@ -259,6 +259,100 @@ async fn a_poison_record_is_dead_lettered_with_its_offset_and_later_events_are_p
 }
 
 #[tokio::test]
+async fn a_nul_character_in_the_log_does_not_stop_the_projector() {
+    // Arrange: a task created with U+0000 in its title (Postgres text cannot hold it), between
+    // ordinary records.
+    let env = Env::new(1).await;
+    let mut workload = Workload::new(3, 11);
+    let first = workload.next_records().remove(0);
+    let mut commit: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    let event = &mut commit["events"][0];
+    assert_eq!(event["event_type"], "task.created");
+    event["payload"]["title"] = "nul\u{0}inside".into();
+    let event_id: uuid::Uuid = serde_json::from_value(event["event_id"].clone()).unwrap();
+    let nul = env
+        .append_raw(&first.user, &serde_json::to_vec(&commit).unwrap())
+        .await;
+    env.append_workload(&mut workload, 50).await;
+
+    // Act
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+
+    // Assert: projected with U+FFFD in its place, nothing dead-lettered, the trail verified.
+    let title: String = sqlx::query_scalar(&format!(
+        r#"SELECT payload->>'title' FROM {} WHERE event_id = $1 AND "offset" = $2"#,
+        live.table("audit_events")
+    ))
+    .bind(event_id)
+    .bind(nul.offset)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(title, "nul\u{FFFD}inside");
+    let listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    let check = audit::verify(&env.pool, &env.kafka, &Filter::default())
+        .await
+        .unwrap();
+    assert!(check.matches(), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_record_postgres_cannot_store_is_dead_lettered_and_its_batch_projected() {
+    // Arrange: a task due in 5001 BC (before any Postgres timestamp), amid ordinary records that
+    // share its batches.
+    let env = Env::new(1).await;
+    let mut workload = Workload::new(4, 12);
+    workload.duplicate_per_mille = 0;
+    workload.lost_race_per_mille = 0;
+    env.append_workload(&mut workload, 30).await;
+    let mut other = Workload::with_prefix(1, 3, "ancient");
+    let first = other.next_records().remove(0);
+    let mut commit: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    commit["events"][0]["payload"]["due"] =
+        serde_json::json!({"kind": "date", "date": "-5000-01-01"});
+    let poison = env
+        .append_raw(&first.user, &serde_json::to_vec(&commit).unwrap())
+        .await;
+    env.append_workload(&mut workload, 30).await;
+
+    // Act
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+
+    // Assert: the record alone is a dead letter, with Postgres' reason; every other is projected.
+    let listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].partition, listed[0].offset),
+        (poison.partition, poison.offset)
+    );
+    assert!(
+        listed[0].error.contains("cannot store"),
+        "{}",
+        listed[0].error
+    );
+    let projected: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT \"offset\") FROM {}",
+        live.table("audit_events")
+    ))
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let records: i64 = env.ends().await.values().sum();
+    assert_eq!(projected, records - 1);
+}
+
+#[tokio::test]
 async fn a_rebuild_resumes_switches_atomically_and_equals_a_clean_one() {
     // Arrange: a live projector over a log that keeps growing.
     let env = Env::new(3).await;

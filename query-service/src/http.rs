@@ -208,11 +208,11 @@ impl TaskId {
 }
 
 /// The longest `q` accepted.
-const MAX_QUERY_CHARS: usize = 200;
+pub(crate) const MAX_QUERY_CHARS: usize = 200;
 /// The most tags one filter may name.
 const MAX_FILTER_TAGS: usize = 50;
 
-fn task_list(user: &str, pairs: QueryPairs) -> Result<TaskList, AppError> {
+pub(crate) fn task_list(user: &str, pairs: QueryPairs) -> Result<TaskList, AppError> {
     let mut p = Params::new(
         pairs,
         &[

@@ -6,7 +6,7 @@
 
 use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTime};
 use service_kit::openapi::{BearerAuth, FieldErrorBody, ProblemBody};
-use utoipa::{IntoParams, IntoResponses, OpenApi};
+use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
 use crate::view::{
     AuditEventView, EventFeed, HistoryPage, NotificationPage, NotificationView, ReminderPage,
@@ -19,31 +19,40 @@ use crate::view::{
 #[allow(dead_code)]
 pub struct TaskListParams {
     /// `open` (default), `completed`, or `all` (both; deleted tasks are never listed).
-    status: Option<String>,
-    /// `low`, `medium`, `high`, `urgent`; repeat the parameter or separate with commas for
-    /// any of several.
-    priority: Option<Vec<String>>,
-    /// Tags (ignoring case); repeat or separate with commas.
+    #[param(inline)]
+    status: Option<ListStatus>,
+    /// Any of these priorities; repeat the parameter (or separate with commas).
+    priority: Option<Vec<Priority>>,
+    /// Tags (ignoring case), at most 50; repeat the parameter (or separate with commas).
+    #[param(max_items = 50)]
     tags: Option<Vec<String>>,
     /// `any` (default): a task has at least one of `tags`; `all`: every one.
-    tags_mode: Option<String>,
+    #[param(inline)]
+    tags_mode: Option<TagsMode>,
     /// Due before this instant (RFC 3339), or on or before this day (`2026-12-24`, UTC).
-    due_before: Option<String>,
+    #[param(inline)]
+    due_before: Option<TimeBound>,
     /// Due after this instant (RFC 3339), or after this day (UTC).
-    due_after: Option<String>,
+    #[param(inline)]
+    due_after: Option<TimeBound>,
     /// `true`: only open tasks whose due time has passed.
     overdue: Option<bool>,
     /// Search title and description: every word as a prefix (`groc` finds `groceries`), and
     /// titles tolerant of typos. At most 200 characters.
+    #[param(max_length = 200)]
     q: Option<String>,
     /// `created` (default), `updated`, `due` (tasks without a due time last), `priority`,
-    /// `title`, or `relevance` (the default with `q`).
-    sort: Option<String>,
+    /// `title`, or `relevance` (the default with `q`, and only with `q`).
+    #[param(inline)]
+    sort: Option<SortKey>,
     /// `desc` (default) or `asc`.
-    order: Option<String>,
+    #[param(inline)]
+    order: Option<Order>,
     /// Page size, 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page; only valid with the same filters and sort.
+    #[param(max_length = 1000)]
     cursor: Option<String>,
 }
 
@@ -53,8 +62,10 @@ pub struct TaskListParams {
 #[allow(dead_code)]
 pub struct TagParams {
     /// Only tags starting with this (ignoring case).
+    #[param(max_length = 1000)]
     prefix: Option<String>,
     /// At most this many, 1–500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -64,10 +75,13 @@ pub struct TagParams {
 #[allow(dead_code)]
 pub struct ReminderParams {
     /// `pending`, `fired` or `cancelled`; all when absent.
-    status: Option<String>,
+    #[param(inline)]
+    status: Option<ReminderStatus>,
     /// Page size, 1–500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 1000)]
     cursor: Option<String>,
 }
 
@@ -77,8 +91,10 @@ pub struct ReminderParams {
 #[allow(dead_code)]
 pub struct NotificationParams {
     /// Page size, 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 1000)]
     cursor: Option<String>,
 }
 
@@ -90,6 +106,7 @@ pub struct HistoryParams {
     /// Only events with a higher `aggregate_version` (the previous page's `next`).
     after: Option<u64>,
     /// Page size, 1–500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -99,9 +116,71 @@ pub struct HistoryParams {
 #[allow(dead_code)]
 pub struct EventFeedParams {
     /// `partition@offset`: only events of records after this one (the previous page's `next`).
+    #[param(pattern = "^[0-9]{1,9}@[0-9]{1,18}$", example = "3@1200")]
     after: Option<String>,
     /// Page size, 1–1000, default 100 (a page ends at a commit boundary).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+/// `status` of `GET /tasks`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ListStatus {
+    Open,
+    Completed,
+    All,
+}
+
+/// `tags_mode` of `GET /tasks`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TagsMode {
+    Any,
+    All,
+}
+
+/// `sort` of `GET /tasks`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SortKey {
+    Created,
+    Updated,
+    Due,
+    Priority,
+    Title,
+    Relevance,
+}
+
+/// `order` of `GET /tasks`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// `status` of `GET /reminders`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ReminderStatus {
+    Pending,
+    Fired,
+    Cancelled,
+}
+
+/// A date-time with offset (RFC 3339) or a date (UTC), years 1–9999.
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum TimeBound {
+    DateTime(chrono::DateTime<chrono::FixedOffset>),
+    Date(chrono::NaiveDate),
 }
 
 /// The header every query takes.
@@ -111,8 +190,13 @@ pub struct EventFeedParams {
 pub struct ConsistencyHeader {
     /// A command's consistency token (`partition@offset`): answer only once the read models
     /// include that change (waits up to a configured bound, then `504 projection_behind`).
-    #[param(rename = "X-Consistency-Token")]
-    x_consistency_token: Option<String>,
+    #[param(
+        rename = "X-Consistency-Token",
+        required = false,
+        pattern = "^[0-9]{1,9}@[0-9]{1,18}$",
+        example = "3@1200"
+    )]
+    x_consistency_token: String,
 }
 
 /// The problems every query may answer, as `application/problem+json`.
@@ -187,4 +271,81 @@ pub struct ApiDoc;
 /// `GET /openapi.json` and the docs UI at `GET /docs`.
 pub fn routes() -> axum::Router {
     service_kit::http::openapi_routes(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::params::QueryPairs;
+
+    /// The schema of each query parameter of `GET /api/{user_id}/tasks`, as a validator with the
+    /// document's components to resolve references in.
+    fn list_parameter(name: &str) -> jsonschema::Validator {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let parameters = doc["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .clone();
+        let parameter = parameters
+            .iter()
+            .find(|p| p["name"] == name && p["in"] == "query")
+            .unwrap_or_else(|| panic!("{name} is documented"));
+        let mut schema = parameter["schema"].clone();
+        schema["components"] = doc["components"].clone();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the schema compiles")
+    }
+
+    /// A query string value as the schema sees it: numbers and booleans typed, the rest text.
+    fn typed(raw: &str) -> Value {
+        match serde_json::from_str::<Value>(raw) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+            _ => Value::String(raw.to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_task_list_parameters_are_documented_as_the_service_reads_them() {
+        let long_q = "q".repeat(crate::http::MAX_QUERY_CHARS + 1);
+        let cases: &[(&str, &str)] = &[
+            ("status", "open"),
+            ("status", "completed"),
+            ("status", "all"),
+            ("status", "deleted"),
+            ("tags_mode", "all"),
+            ("tags_mode", "none"),
+            ("due_before", "2026-12-24"),
+            ("due_before", "2026-12-24T18:00:00+01:00"),
+            ("due_before", "2026-12-24T18:00:00"),
+            ("due_after", "soon"),
+            ("overdue", "true"),
+            ("overdue", "false"),
+            ("q", "groceries"),
+            ("q", &long_q),
+            ("sort", "due"),
+            ("sort", "title"),
+            ("sort", "size"),
+            ("order", "asc"),
+            ("order", "up"),
+            ("limit", "1"),
+            ("limit", "200"),
+            ("limit", "0"),
+            ("limit", "201"),
+            ("limit", "ten"),
+        ];
+        for (name, raw) in cases {
+            let documented = list_parameter(name).is_valid(&typed(raw));
+            let pairs = QueryPairs(vec![((*name).to_owned(), (*raw).to_owned())]);
+            let accepted = crate::http::task_list("u1", pairs).is_ok();
+            assert_eq!(documented, accepted, "{name}={raw}");
+        }
+        // The schema of one parameter cannot say that `relevance` needs `q` as well.
+        assert!(list_parameter("sort").is_valid(&json!("relevance")));
+        let pairs = QueryPairs(vec![("sort".into(), "relevance".into())]);
+        assert!(crate::http::task_list("u1", pairs).is_err());
+    }
 }

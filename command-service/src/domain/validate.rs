@@ -86,7 +86,32 @@ pub fn title(field: &str, raw: &str) -> Result<String, FieldError> {
             format!("the title is at most {TITLE_MAX} characters"),
         ));
     }
+    no_control_characters(field, trimmed, &[])?;
     Ok(trimmed.to_owned())
+}
+
+/// Refuses text with control characters (U+0000–U+001F, U+007F–U+009F) but `allowed`: they
+/// break displays and exports, and Postgres text cannot hold U+0000 at all.
+fn no_control_characters(field: &str, text: &str, allowed: &[char]) -> Result<(), FieldError> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !allowed.contains(c))
+    {
+        None => Ok(()),
+        Some(c) => Err(FieldError::new(
+            field,
+            "control_character",
+            format!(
+                "must not contain control characters (found U+{:04X}){}",
+                u32::from(c),
+                if allowed.is_empty() {
+                    ""
+                } else {
+                    "; tabs and line breaks are allowed"
+                }
+            ),
+        )),
+    }
 }
 
 /// A description: at most 4000 characters; blank means none.
@@ -99,7 +124,10 @@ pub fn description(field: &str, raw: Option<&str>) -> Result<Option<String>, Fie
             "too_long",
             format!("the description is at most {DESCRIPTION_MAX} characters"),
         )),
-        Some(text) => Ok(Some(text.to_owned())),
+        Some(text) => {
+            no_control_characters(field, text, &['\t', '\n', '\r'])?;
+            Ok(Some(text.to_owned()))
+        }
     }
 }
 
@@ -116,6 +144,7 @@ pub fn tag(field: &str, raw: &str) -> Result<String, FieldError> {
             format!("a tag is at most {TAG_MAX} characters"),
         ));
     }
+    no_control_characters(field, trimmed, &[])?;
     Ok(trimmed.to_owned())
 }
 
@@ -184,6 +213,41 @@ mod tests {
         assert_eq!(
             title("title", &"x".repeat(201)).map_err(|e| e.code),
             Err("too_long")
+        );
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_tabs_and_line_breaks_in_descriptions() {
+        for bad in [
+            "a\u{0}b",
+            "bell\u{7}",
+            "a\u{1b}[31m",
+            "del\u{7f}",
+            "c1\u{85}x",
+            "tab\there",
+        ] {
+            assert_eq!(
+                title("title", bad).map_err(|e| e.code),
+                Err("control_character"),
+                "{bad:?}"
+            );
+            assert_eq!(
+                tag("tags[0]", bad).map_err(|e| e.code),
+                Err("control_character"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            description("d", Some("line\r\nnext\tcolumn")),
+            Ok(Some("line\r\nnext\tcolumn".into()))
+        );
+        let refused = description("d", Some("nul\u{0}")).unwrap_err();
+        assert_eq!(refused.code, "control_character");
+        assert!(refused.message.contains("U+0000"), "{}", refused.message);
+        // Other white space and non-Latin text are fine.
+        assert_eq!(
+            title("title", "Grüße\u{a0}日本"),
+            Ok("Grüße\u{a0}日本".into())
         );
     }
 
