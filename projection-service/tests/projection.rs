@@ -48,6 +48,26 @@ async fn clean_rebuild(env: &Env) -> BTreeMap<&'static str, Vec<serde_json::Valu
         .await
 }
 
+/// Projects everything appended so far, then stops the projector.
+async fn project_to_end(env: &Env) -> generations::Generation {
+    let stop = env.start_projector().await;
+    let live = env.active().await;
+    env.wait_caught_up(&live, Duration::from_secs(60)).await;
+    stop.cancel();
+    live
+}
+
+/// The one pending dead letter, which must be the record at `at`.
+async fn only_dead_letter(env: &Env, at: event_store::LogPosition) -> dead_letters::Listed {
+    let mut listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let only = listed.remove(0);
+    assert_eq!((only.partition, only.offset), (at.partition, at.offset));
+    only
+}
+
 #[tokio::test]
 async fn redelivered_events_leave_the_read_models_unchanged() {
     // Arrange: a projected workload.
@@ -200,21 +220,11 @@ async fn a_poison_record_is_dead_lettered_with_its_offset_and_later_events_are_p
     env.append_workload(&mut workload, 20).await;
     let poison = env.append_raw("user-0", b"\x00 not a commit").await;
     env.append_workload(&mut workload, 20).await;
-    let stop = env.start_projector().await;
-    let live = env.active().await;
-    env.wait_caught_up(&live, Duration::from_secs(60)).await;
-    stop.cancel();
+    let live = project_to_end(&env).await;
 
     // Listed with its position and error.
-    let listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(
-        (listed[0].partition, listed[0].offset),
-        (poison.partition, poison.offset)
-    );
-    assert!(!listed[0].error.is_empty());
+    let listed = only_dead_letter(&env, poison).await;
+    assert!(!listed.error.is_empty());
 
     // In the dead-letter topic with the original bytes and the source offset.
     let dlq = env.kafka.dead_letter_topic();
@@ -276,10 +286,7 @@ async fn a_nul_character_in_the_log_does_not_stop_the_projector() {
     env.append_workload(&mut workload, 50).await;
 
     // Act
-    let stop = env.start_projector().await;
-    let live = env.active().await;
-    env.wait_caught_up(&live, Duration::from_secs(60)).await;
-    stop.cancel();
+    let live = project_to_end(&env).await;
 
     // Assert: projected with U+FFFD in its place, nothing dead-lettered, the trail verified.
     let title: String = sqlx::query_scalar(&format!(
@@ -322,25 +329,11 @@ async fn a_record_postgres_cannot_store_is_dead_lettered_and_its_batch_projected
     env.append_workload(&mut workload, 30).await;
 
     // Act
-    let stop = env.start_projector().await;
-    let live = env.active().await;
-    env.wait_caught_up(&live, Duration::from_secs(60)).await;
-    stop.cancel();
+    let live = project_to_end(&env).await;
 
     // Assert: the record alone is a dead letter, with Postgres' reason; every other is projected.
-    let listed = dead_letters::list(&env.pool, &env.kafka.topic, true)
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(
-        (listed[0].partition, listed[0].offset),
-        (poison.partition, poison.offset)
-    );
-    assert!(
-        listed[0].error.contains("cannot store"),
-        "{}",
-        listed[0].error
-    );
+    let listed = only_dead_letter(&env, poison).await;
+    assert!(listed.error.contains("cannot store"), "{}", listed.error);
     let projected: i64 = sqlx::query_scalar(&format!(
         "SELECT count(DISTINCT \"offset\") FROM {}",
         live.table("audit_events")
@@ -417,10 +410,7 @@ async fn the_audit_trail_matches_the_log_and_verification_catches_a_missing_even
     let env = Env::new(2).await;
     let mut workload = Workload::new(5, 21);
     env.append_workload(&mut workload, 300).await;
-    let stop = env.start_projector().await;
-    let live = env.active().await;
-    env.wait_caught_up(&live, Duration::from_secs(60)).await;
-    stop.cancel();
+    let live = project_to_end(&env).await;
 
     // From the log: one user's events, in order, with who and why.
     let user = "user-1".to_owned();

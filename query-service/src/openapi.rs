@@ -8,6 +8,7 @@ use event_store::events::{Due, Priority, Recurrence, RecurrenceBasis, ReminderTi
 use service_kit::openapi::{BearerAuth, FieldErrorBody, ProblemBody};
 use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
+use crate::store::tasks::{Direction, SortKey, StatusFilter, TagsMode};
 use crate::view::{
     AuditEventView, EventFeed, HistoryPage, NotificationPage, NotificationView, ReminderPage,
     ReminderView, TagList, TagView, TaskPage, TaskReminderView, TaskStatus, TaskView,
@@ -20,7 +21,7 @@ use crate::view::{
 pub struct TaskListParams {
     /// `open` (default), `completed`, or `all` (both; deleted tasks are never listed).
     #[param(inline)]
-    status: Option<ListStatus>,
+    status: Option<StatusFilter>,
     /// Any of these priorities; repeat the parameter (or separate with commas).
     priority: Option<Vec<Priority>>,
     /// Tags (ignoring case), at most 50; repeat the parameter (or separate with commas).
@@ -47,7 +48,7 @@ pub struct TaskListParams {
     sort: Option<SortKey>,
     /// `desc` (default) or `asc`.
     #[param(inline)]
-    order: Option<Order>,
+    order: Option<Direction>,
     /// Page size, 1–200, default 50.
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
@@ -121,47 +122,6 @@ pub struct EventFeedParams {
     /// Page size, 1–1000, default 100 (a page ends at a commit boundary).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-}
-
-/// `status` of `GET /tasks`.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum ListStatus {
-    Open,
-    Completed,
-    All,
-}
-
-/// `tags_mode` of `GET /tasks`.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum TagsMode {
-    Any,
-    All,
-}
-
-/// `sort` of `GET /tasks`.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum SortKey {
-    Created,
-    Updated,
-    Due,
-    Priority,
-    Title,
-    Relevance,
-}
-
-/// `order` of `GET /tasks`.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum Order {
-    Asc,
-    Desc,
 }
 
 /// `status` of `GET /reminders`.

@@ -14,7 +14,7 @@ use crate::view::{TaskReminderView, TaskStatus, TaskView};
 use event_store::events::Priority;
 
 /// Which tasks by state. Deleted tasks are never listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusFilter {
     Open,
@@ -24,7 +24,7 @@ pub enum StatusFilter {
 }
 
 /// How several `tags` combine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TagsMode {
     /// At least one of them.
@@ -33,7 +33,7 @@ pub enum TagsMode {
     All,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortKey {
     Created,
@@ -45,7 +45,7 @@ pub enum SortKey {
     Relevance,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Asc,
