@@ -154,7 +154,7 @@ impl Reader {
                     self.error(
                         "due",
                         "invalid",
-                        "must be a date (YYYY-MM-DD) or a date-time with offset (RFC 3339), in the years 1–9999",
+                        "must be a date (YYYY-MM-DD, 1900-01-01 to 9999-12-30) or a date-time with offset (RFC 3339, years 1900 to 9999)",
                     );
                     Field::Absent
                 }
@@ -263,8 +263,9 @@ fn unknown_field(field: impl Into<String>) -> FieldError {
     FieldError::new(field, "unknown_field", "is not a field of this request")
 }
 
-/// A due date or date-time, in the years 1–9999 (what every reader of the log, Postgres among
-/// them, can hold).
+/// A due date or date-time from 1900 on, due by the end of 9999 at the latest: what every reader
+/// of the log can hold (Postgres takes no year before 1 or after 9999 as the projector writes
+/// it), with a year to spare for reminders before it.
 fn parse_due(raw: &str, tz: Option<String>) -> Option<Due> {
     let due = if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
         Due::Date { date }
@@ -275,11 +276,11 @@ fn parse_due(raw: &str, tz: Option<String>) -> Option<Due> {
             tz,
         }
     };
-    let year = match &due {
+    let first_year = match &due {
         Due::Date { date } => date.year(),
         Due::At { at, .. } => at.year(),
     };
-    (1..=9999).contains(&year).then_some(due)
+    (first_year >= 1900 && due.deadline().year() <= 9999).then_some(due)
 }
 
 /// A zone of the IANA time zone database (`Europe/Berlin`, `UTC`, or a link such as
@@ -451,10 +452,17 @@ pub fn reminder_time(value: Value) -> Result<ReminderTime, FieldError> {
     }
     match (map.get("remind_at"), map.get("before_due_seconds")) {
         (Some(Value::String(at)), None) => DateTime::parse_from_rfc3339(at)
-            .map(|at| ReminderTime::At {
-                at: at.with_timezone(&Utc),
-            })
-            .map_err(|_| FieldError::new(".remind_at", "invalid", "must be an RFC 3339 date-time")),
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+            .filter(|at| at.year() >= 1900)
+            .map(|at| ReminderTime::At { at })
+            .ok_or_else(|| {
+                FieldError::new(
+                    ".remind_at",
+                    "invalid",
+                    "must be an RFC 3339 date-time in the years 1900 to 9999",
+                )
+            }),
         (None, Some(Value::Number(n))) => n
             .as_u64()
             .filter(|s| *s <= 366 * 24 * 3600)
@@ -724,11 +732,16 @@ mod tests {
             "-5000-01-01",
             "+10000-01-01",
             "0000-01-01",
-            "0000-06-01T00:00:00Z",
+            "1899-12-31",
+            "1899-12-31T23:59:59Z",
+            "9999-12-31",
+            "9999-12-31T23:59:59-01:00",
         ] {
             assert!(parse_due(out_of_range, None).is_none(), "{out_of_range}");
         }
-        assert!(parse_due("9999-12-31T23:59:59Z", None).is_some());
+        for in_range in ["1900-01-01", "9999-12-30", "9999-12-31T23:59:59Z"] {
+            assert!(parse_due(in_range, None).is_some(), "{in_range}");
+        }
     }
 
     fn rrule_error(rrule: &str) -> String {
