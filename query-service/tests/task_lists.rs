@@ -412,6 +412,37 @@ async fn search_matches_prefixes_and_typos_and_ranks_titles_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_in_a_short_title_word_still_finds_the_task_and_nothing_unrelated() {
+    let (app, generation) = TestApp::start().await;
+    let report = Task::new("kim", 1, "Write quarterly report");
+    let porch = Task::new("kim", 2, "Repair the porch");
+    let dentist = Task::new("kim", 3, "Book dentist");
+    let plumber = Task::new("kim", 4, "Call the plumber");
+    insert_tasks(
+        &app.pool,
+        &generation,
+        &[report.clone(), porch, dentist.clone(), plumber.clone()],
+    )
+    .await;
+    let search = |q: &'static str| {
+        let app = &app;
+        async move {
+            let (status, page) = app.json("kim", &format!("/tasks?q={q}")).await;
+            assert_eq!(status, StatusCode::OK, "{q}: {page}");
+            ids(&page)
+        }
+    };
+
+    // One letter missing from a five- or six-letter word.
+    assert_eq!(search("reprt").await, [report.id], "not the porch repair");
+    assert_eq!(search("dentst").await, [dentist.id]);
+    assert_eq!(search("plumbr").await, [plumber.id]);
+    assert_eq!(search("quartely%20reprt").await, [report.id]);
+    // A short word is not a typo of a longer one that merely starts alike.
+    assert_eq!(search("cat").await, Vec::<Uuid>::new(), "not \"Call\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_only_continues_its_own_list() {
     let (app, _, _) = seeded().await;
     let (status, first) = app

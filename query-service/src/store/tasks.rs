@@ -86,6 +86,12 @@ pub struct Search {
     pub tsquery: Option<String>,
 }
 
+/// The least `strict_word_similarity` (trigrams of whole words) of a search and a title word
+/// that counts as a typo of it: one letter missing from a five-letter word ("reprt" for
+/// "report") scores 0.44, a word that merely shares its first letters with another ("cat" and
+/// "call") 0.29.
+const TYPO_SIMILARITY: f32 = 0.4;
+
 /// The most words of a search that count.
 const MAX_SEARCH_WORDS: usize = 16;
 /// The longest word of a search that counts (longer ones are cut).
@@ -354,11 +360,14 @@ fn push_search(qb: &mut QueryBuilder<'_, Postgres>, search: &Search) {
             .push_bind(tsquery.clone())
             .push(") OR ");
     }
-    // `%`: the whole title is similar; `%>`: some part of it is (a word with a typo).
+    // `%`: the whole title is similar; `strict_word_similarity`: its words are, with a threshold
+    // that a word with one letter wrong or missing still reaches.
     qb.push("lower(t.title) % ")
         .push_bind(search.text.clone())
-        .push(" OR lower(t.title) %> ")
+        .push(" OR strict_word_similarity(")
         .push_bind(search.text.clone())
+        .push(", lower(t.title)) >= ")
+        .push_bind(TYPO_SIMILARITY)
         .push(")");
 }
 
