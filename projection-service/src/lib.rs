@@ -72,6 +72,13 @@ pub struct ProjectionSettings {
     pub batch_max: usize,
     /// How long a batch waits for its first record.
     pub batch_wait_ms: u64,
+    /// How long the log may stay quiet before the reader fetches at `idle_fetch_wait_ms`
+    /// instead of the readers' `fetch.wait.max.ms`; 0: never. The broker answers every fetch
+    /// only after its wait, so a short wait on a quiet log costs it work many times a second.
+    pub idle_after_ms: u64,
+    /// The fetch wait of a quiet log's reader (1–1000): the first record after the quiet is
+    /// projected up to about twice this late, and the reader is back at the short wait after it.
+    pub idle_fetch_wait_ms: u64,
     /// How often the lag gauges are updated.
     pub lag_interval_ms: u64,
 }
@@ -84,6 +91,8 @@ impl Default for ProjectionSettings {
             ordinal: None,
             batch_max: 2_000,
             batch_wait_ms: 100,
+            idle_after_ms: 5_000,
+            idle_fetch_wait_ms: 200,
             lag_interval_ms: 5_000,
         }
     }
@@ -136,10 +145,18 @@ pub async fn start(settings: &Settings, cancel: CancellationToken) -> anyhow::Re
     let partitions = selection
         .resolve(count)
         .map_err(|e| anyhow::anyhow!("choosing the partitions to project: {e:#}"))?;
+    anyhow::ensure!(
+        (1..=1_000).contains(&projection.idle_fetch_wait_ms),
+        "TASKSTREAM_PROJECTION__IDLE_FETCH_WAIT_MS must be 1–1000, not {}",
+        projection.idle_fetch_wait_ms
+    );
     let options = LiveOptions {
         partitions,
-        batch_max: settings.projection.batch_max,
-        batch_wait: Duration::from_millis(settings.projection.batch_wait_ms),
+        batch_max: projection.batch_max,
+        batch_wait: Duration::from_millis(projection.batch_wait_ms),
+        idle_after: (projection.idle_after_ms > 0)
+            .then(|| Duration::from_millis(projection.idle_after_ms)),
+        idle_fetch_wait: Duration::from_millis(projection.idle_fetch_wait_ms),
     };
     tokio::spawn(projector::watch_lag(
         settings.kafka.clone(),

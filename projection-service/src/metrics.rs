@@ -86,3 +86,14 @@ pub static REBUILD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// The live reader's pace: 1 for the current one (`busy`: the configured fetch wait; `idle`: the
+/// longer wait of a quiet log), 0 for the other.
+pub static READER_PACE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "taskstream_projection_reader_pace",
+        "The live reader's pace: 1 for the current one (busy: the configured fetch wait; idle: the longer wait of a quiet log)",
+        &["pace"]
+    )
+    .expect("metric registers once")
+});

@@ -175,6 +175,34 @@ pub struct LiveOptions {
     pub partitions: Vec<i32>,
     pub batch_max: usize,
     pub batch_wait: Duration,
+    /// How long the log may stay quiet before the reader fetches at [`idle_fetch_wait`]
+    /// instead; `None`: never.
+    ///
+    /// [`idle_fetch_wait`]: Self::idle_fetch_wait
+    pub idle_after: Option<Duration>,
+    /// The `fetch.wait.max.ms` of a reader of a quiet log. The first record after the quiet is
+    /// projected up to about twice this late; the reader goes back to the configured wait
+    /// then.
+    pub idle_fetch_wait: Duration,
+}
+
+/// How often the live reader asks the broker for records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pace {
+    /// The configured `fetch.wait.max.ms`: records arrive soon after they are appended.
+    Busy,
+    /// The log has been quiet for a while: the reader waits longer per fetch, so the broker
+    /// does not poll its storage for every partition many times a second for nothing.
+    Idle,
+}
+
+impl Pace {
+    fn label(self) -> &'static str {
+        match self {
+            Pace::Busy => "busy",
+            Pace::Idle => "idle",
+        }
+    }
 }
 
 /// Which partitions a projector reads.
@@ -284,31 +312,48 @@ pub async fn run_live(
     generations::ensure_active(&pool)
         .await
         .context("creating the first read-model generation")?;
-    // The partitions were checked against the topic at start; a failure here is the broker's or
-    // the database's for now, so it is retried rather than ending the projector.
-    let mut reader = loop {
-        match assign(&config, &pool, &options.partitions).await {
-            Ok(reader) => break reader,
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot start reading the log; retrying"
-                );
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let busy = config.clone();
+    let idle = LogConfig {
+        fetch_wait_ms: u64::try_from(options.idle_fetch_wait.as_millis()).unwrap_or(u64::MAX),
+        ..config.clone()
     };
-    let mut projector = Projector::new(pool, config.topic.clone(), sink);
+    let Some(mut reader) = assign_retrying(&busy, &pool, &options.partitions, &cancel).await else {
+        return Ok(());
+    };
+    // The reader of the other pace, kept connected but reading nothing.
+    let mut parked: Option<LogReader> = None;
+    let mut pace = Pace::Busy;
+    set_pace(pace);
+    let mut last_record = Instant::now();
+    let mut projector = Projector::new(pool.clone(), config.topic.clone(), sink);
     loop {
         let batch = tokio::select! {
             () = cancel.cancelled() => break,
             batch = reader.next_batch(options.batch_max, options.batch_wait) => batch,
         };
         let records = match batch {
-            Ok(records) if records.is_empty() => continue,
+            Ok(records) if records.is_empty() => {
+                if pace == Pace::Busy
+                    && options
+                        .idle_after
+                        .is_some_and(|after| last_record.elapsed() >= after)
+                {
+                    // The slower reader starts where the generation's stored offsets are:
+                    // exactly where this one is, everything read so far being projected.
+                    match switch(&idle, &pool, &options.partitions, &mut reader, &mut parked).await
+                    {
+                        Ok(()) => {
+                            pace = Pace::Idle;
+                            set_pace(pace);
+                        }
+                        Err(error) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot slow the reader of a quiet log; keeping it"
+                        ),
+                    }
+                }
+                continue;
+            }
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!(%error, "reading the log failed; retrying");
@@ -316,6 +361,7 @@ pub async fn run_live(
                 continue;
             }
         };
+        last_record = Instant::now();
         let stamps: Vec<(i32, i64)> = records
             .iter()
             .filter_map(|r| r.timestamp_ms.map(|t| (r.partition, t)))
@@ -329,6 +375,21 @@ pub async fn run_live(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             seen.extend(stamps);
         }
+        if pace == Pace::Idle {
+            // Records again: back to the configured wait, from the offsets just stored (which
+            // include every seek the outcome asks for).
+            match switch(&busy, &pool, &options.partitions, &mut reader, &mut parked).await {
+                Ok(()) => {
+                    pace = Pace::Busy;
+                    set_pace(pace);
+                    continue;
+                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot speed the reader up again; keeping the slower one"
+                ),
+            }
+        }
         for (partition, offset) in &outcome.seek {
             if let Err(error) = reader.seek(*partition, StartAt::Offset(*offset)) {
                 tracing::warn!(%error, partition, offset, "cannot move the reader");
@@ -339,12 +400,81 @@ pub async fn run_live(
     Ok(())
 }
 
+/// [`assign`], retried every second until it succeeds; `None` once `cancel` fires. The
+/// partitions were checked against the topic at start, so a failure here is the broker's or the
+/// database's for now, not a reason to end the projector.
+async fn assign_retrying(
+    config: &LogConfig,
+    pool: &PgPool,
+    partitions: &[i32],
+    cancel: &CancellationToken,
+) -> Option<LogReader> {
+    loop {
+        match assign(config, pool, partitions).await {
+            Ok(reader) => return Some(reader),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot start reading the log; retrying"
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn set_pace(pace: Pace) {
+    for other in [Pace::Busy, Pace::Idle] {
+        metrics::READER_PACE
+            .with_label_values(&[other.label()])
+            .set(i64::from(other == pace));
+    }
+}
+
+/// Moves the reading of `partitions` from `current` to a reader with `config` (the `parked`
+/// one, if any, else a new one), from where the active generation has them; `current` is
+/// parked, reading nothing.
+async fn switch(
+    config: &LogConfig,
+    pool: &PgPool,
+    partitions: &[i32],
+    current: &mut LogReader,
+    parked: &mut Option<LogReader>,
+) -> anyhow::Result<()> {
+    let starts = stored_starts(pool, partitions).await?;
+    let next = match parked.take() {
+        Some(mut reader) => {
+            reader.reassign(&starts)?;
+            reader
+        }
+        None => LogReader::assign(config, &config.topic, &starts)?,
+    };
+    let mut previous = std::mem::replace(current, next);
+    if let Err(error) = previous.unassign() {
+        tracing::warn!(%error, "cannot park the previous reader; dropping it");
+    } else {
+        *parked = Some(previous);
+    }
+    Ok(())
+}
+
 /// Reads `partitions` from where the active generation has them.
 async fn assign(
     config: &LogConfig,
     pool: &PgPool,
     partitions: &[i32],
 ) -> anyhow::Result<LogReader> {
+    let starts = stored_starts(pool, partitions).await?;
+    tracing::info!(?starts, "projecting partitions");
+    Ok(LogReader::assign(config, &config.topic, &starts)?)
+}
+
+/// Where each of `partitions` is to be read from: the active generation's stored offset, or the
+/// beginning.
+async fn stored_starts(pool: &PgPool, partitions: &[i32]) -> anyhow::Result<Vec<(i32, StartAt)>> {
     let generation = generations::active(pool)
         .await?
         .context("no active read-model generation")?;
@@ -360,12 +490,12 @@ async fn assign(
             )
         })
         .collect();
-    tracing::info!(
+    tracing::debug!(
         ?starts,
         generation = generation.number,
-        "projecting partitions"
+        "reading partitions"
     );
-    Ok(LogReader::assign(config, &config.topic, &starts)?)
+    Ok(starts)
 }
 
 /// Updates the lag gauges every `interval` until `cancel` fires.

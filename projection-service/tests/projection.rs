@@ -5,48 +5,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_store::workload::Workload;
 use event_store::{LogReader, StartAt};
 use migrations::generations;
 use projection_service::audit::{self, Filter};
-use projection_service::dead_letters::{self, DeadLetterTopic};
-use projection_service::rebuild::{RebuildOptions, rebuild};
-use support::{Env, assert_same};
-
-async fn rebuild_now(
-    env: &Env,
-    options: RebuildOptions,
-) -> projection_service::rebuild::RebuildReport {
-    let sink = Arc::new(DeadLetterTopic::connect(&env.kafka).await.expect("dlq"));
-    rebuild(&env.pool, &env.kafka, sink, &options)
-        .await
-        .expect("rebuild")
-}
-
-async fn built_generation(env: &Env, number: i32) -> generations::Generation {
-    generations::get(&env.pool, number)
-        .await
-        .expect("query")
-        .expect("generation exists")
-}
-
-/// The rows a clean rebuild of the whole log gives, in a new generation left inactive.
-async fn clean_rebuild(env: &Env) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
-    let report = rebuild_now(
-        env,
-        RebuildOptions {
-            no_switch: true,
-            switch_lag: 0,
-            ..RebuildOptions::default()
-        },
-    )
-    .await;
-    env.contents(&built_generation(env, report.generation).await)
-        .await
-}
+use projection_service::dead_letters;
+use projection_service::rebuild::RebuildOptions;
+use support::{Env, assert_same, clean_rebuild, rebuild_now};
 
 /// Projects everything appended so far, then stops the projector.
 async fn project_to_end(env: &Env) -> generations::Generation {

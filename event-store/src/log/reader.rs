@@ -151,26 +151,15 @@ impl LogReader {
     /// Reads `topic`'s given partitions from the given offsets, outside any consumer group.
     pub fn assign(config: &LogConfig, topic: &str, starts: &[(i32, StartAt)]) -> Result<Self> {
         let consumer = Self::consumer(config, "reader", &format!("{}-reader", config.client_id))?;
-        let mut list = TopicPartitionList::new();
-        for (partition, start) in starts {
-            list.add_partition_offset(topic, *partition, (*start).into())
-                .map_err(Error::Kafka)?;
-        }
-        consumer.assign(&list).map_err(Error::Kafka)?;
-        let next = starts
-            .iter()
-            .filter_map(|(p, s)| match s {
-                StartAt::Offset(o) => Some((*p, *o)),
-                _ => None,
-            })
-            .collect();
-        Ok(Self {
+        let mut reader = Self {
             consumer,
             config: config.clone(),
             topic: topic.to_owned(),
-            next,
-            starts: starts.iter().copied().collect(),
-        })
+            next: HashMap::new(),
+            starts: HashMap::new(),
+        };
+        reader.reassign(starts)?;
+        Ok(reader)
     }
 
     /// Reads every partition of `topic` from `start`.
@@ -281,6 +270,34 @@ impl LogReader {
         self.consumer
             .commit(&list, CommitMode::Sync)
             .map_err(|e| Error::from_kafka(&self.config.brokers, e))
+    }
+
+    /// Reads `starts` instead of whatever this reader was assigned (records fetched before are
+    /// dropped), keeping its connection: faster than a new reader.
+    pub fn reassign(&mut self, starts: &[(i32, StartAt)]) -> Result<()> {
+        let mut list = TopicPartitionList::new();
+        for (partition, start) in starts {
+            list.add_partition_offset(&self.topic, *partition, (*start).into())
+                .map_err(Error::Kafka)?;
+        }
+        self.consumer.assign(&list).map_err(Error::Kafka)?;
+        self.next = starts
+            .iter()
+            .filter_map(|(p, s)| match s {
+                StartAt::Offset(o) => Some((*p, *o)),
+                _ => None,
+            })
+            .collect();
+        self.starts = starts.iter().copied().collect();
+        Ok(())
+    }
+
+    /// Stops reading any partition (no more fetches) until [`reassign`](Self::reassign)ed.
+    pub fn unassign(&mut self) -> Result<()> {
+        self.consumer.unassign().map_err(Error::Kafka)?;
+        self.next.clear();
+        self.starts.clear();
+        Ok(())
     }
 
     /// Moves this (assigned) reader's partition to `start`.

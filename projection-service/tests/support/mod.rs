@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_store::log::admin;
@@ -11,6 +12,8 @@ use event_store::workload::Workload;
 use event_store::{Appender, LogConfig};
 use futures::StreamExt;
 use migrations::generations::{self, Generation};
+use projection_service::dead_letters::DeadLetterTopic;
+use projection_service::rebuild::{RebuildOptions, RebuildReport, rebuild};
 use projection_service::{ProjectionSettings, Settings};
 use secrecy::SecretString;
 use service_kit::database::DatabaseSettings;
@@ -162,6 +165,36 @@ impl Env {
             .await
             .expect("contents")
     }
+}
+
+/// Rebuilds the read models now with `options`.
+pub async fn rebuild_now(env: &Env, options: RebuildOptions) -> RebuildReport {
+    let sink = Arc::new(DeadLetterTopic::connect(&env.kafka).await.expect("dlq"));
+    rebuild(&env.pool, &env.kafka, sink, &options)
+        .await
+        .expect("rebuild")
+}
+
+pub async fn built_generation(env: &Env, number: i32) -> generations::Generation {
+    generations::get(&env.pool, number)
+        .await
+        .expect("query")
+        .expect("generation exists")
+}
+
+/// The rows a clean rebuild of the whole log gives, in a new generation left inactive.
+pub async fn clean_rebuild(env: &Env) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+    let report = rebuild_now(
+        env,
+        RebuildOptions {
+            no_switch: true,
+            switch_lag: 0,
+            ..RebuildOptions::default()
+        },
+    )
+    .await;
+    env.contents(&built_generation(env, report.generation).await)
+        .await
 }
 
 /// Asserts two generations hold the same rows, naming the first table that differs.
