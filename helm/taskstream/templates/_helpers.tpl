@@ -251,7 +251,7 @@ spec:
             - name: TASKSTREAM_PROJECTION__IDLE_AFTER_MS
               value: {{ $v.idleAfterMs | int | quote }}
             - name: TASKSTREAM_PROJECTION__IDLE_FETCH_WAIT_MS
-              value: {{ $v.idleFetchWaitMs | int | quote }}
+              value: {{ $v.idleFetchWaitMs | default 200 | int | quote }}
             {{- if and .partitionBound (gt (int $v.replicaCount) 1) }}
             {{- /* Each replica projects its share; the ordinal is the number ending its pod name. */}}
             - name: TASKSTREAM_PROJECTION__REPLICAS
