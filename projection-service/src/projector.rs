@@ -312,45 +312,32 @@ pub async fn run_live(
     generations::ensure_active(&pool)
         .await
         .context("creating the first read-model generation")?;
-    let busy = config.clone();
+    let Some(reader) = assign_retrying(&config, &pool, &options.partitions, &cancel).await else {
+        return Ok(());
+    };
     let idle = LogConfig {
         fetch_wait_ms: u64::try_from(options.idle_fetch_wait.as_millis()).unwrap_or(u64::MAX),
         ..config.clone()
     };
-    let Some(mut reader) = assign_retrying(&busy, &pool, &options.partitions, &cancel).await else {
-        return Ok(());
-    };
-    // The reader of the other pace, kept connected but reading nothing.
-    let mut parked: Option<LogReader> = None;
-    let mut pace = Pace::Busy;
-    set_pace(pace);
+    let mut readers = PacedReaders::new(reader, config.clone(), idle);
     let mut last_record = Instant::now();
     let mut projector = Projector::new(pool.clone(), config.topic.clone(), sink);
     loop {
         let batch = tokio::select! {
             () = cancel.cancelled() => break,
-            batch = reader.next_batch(options.batch_max, options.batch_wait) => batch,
+            batch = readers.current.next_batch(options.batch_max, options.batch_wait) => batch,
         };
         let records = match batch {
             Ok(records) if records.is_empty() => {
-                if pace == Pace::Busy
-                    && options
-                        .idle_after
-                        .is_some_and(|after| last_record.elapsed() >= after)
+                if options
+                    .idle_after
+                    .is_some_and(|after| last_record.elapsed() >= after)
                 {
                     // The slower reader starts where the generation's stored offsets are:
                     // exactly where this one is, everything read so far being projected.
-                    match switch(&idle, &pool, &options.partitions, &mut reader, &mut parked).await
-                    {
-                        Ok(()) => {
-                            pace = Pace::Idle;
-                            set_pace(pace);
-                        }
-                        Err(error) => tracing::warn!(
-                            error = format!("{error:#}"),
-                            "cannot slow the reader of a quiet log; keeping it"
-                        ),
-                    }
+                    readers
+                        .switch_to(Pace::Idle, &pool, &options.partitions)
+                        .await;
                 }
                 continue;
             }
@@ -375,23 +362,16 @@ pub async fn run_live(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             seen.extend(stamps);
         }
-        if pace == Pace::Idle {
-            // Records again: back to the configured wait, from the offsets just stored (which
-            // include every seek the outcome asks for).
-            match switch(&busy, &pool, &options.partitions, &mut reader, &mut parked).await {
-                Ok(()) => {
-                    pace = Pace::Busy;
-                    set_pace(pace);
-                    continue;
-                }
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot speed the reader up again; keeping the slower one"
-                ),
-            }
+        // Records again: back to the configured wait, from the offsets just stored (which
+        // include every seek the outcome asks for).
+        if readers
+            .switch_to(Pace::Busy, &pool, &options.partitions)
+            .await
+        {
+            continue;
         }
         for (partition, offset) in &outcome.seek {
-            if let Err(error) = reader.seek(*partition, StartAt::Offset(*offset)) {
+            if let Err(error) = readers.current.seek(*partition, StartAt::Offset(*offset)) {
                 tracing::warn!(%error, partition, offset, "cannot move the reader");
             }
         }
@@ -426,39 +406,86 @@ async fn assign_retrying(
     }
 }
 
-fn set_pace(pace: Pace) {
-    for other in [Pace::Busy, Pace::Idle] {
-        metrics::READER_PACE
-            .with_label_values(&[other.label()])
-            .set(i64::from(other == pace));
-    }
+/// The live reader, and the reader of the other [`Pace`] kept connected but reading nothing.
+struct PacedReaders {
+    current: LogReader,
+    pace: Pace,
+    parked: Option<LogReader>,
+    busy: LogConfig,
+    idle: LogConfig,
 }
 
-/// Moves the reading of `partitions` from `current` to a reader with `config` (the `parked`
-/// one, if any, else a new one), from where the active generation has them; `current` is
-/// parked, reading nothing.
-async fn switch(
-    config: &LogConfig,
-    pool: &PgPool,
-    partitions: &[i32],
-    current: &mut LogReader,
-    parked: &mut Option<LogReader>,
-) -> anyhow::Result<()> {
-    let starts = stored_starts(pool, partitions).await?;
-    let next = match parked.take() {
-        Some(mut reader) => {
-            reader.reassign(&starts)?;
-            reader
-        }
-        None => LogReader::assign(config, &config.topic, &starts)?,
-    };
-    let mut previous = std::mem::replace(current, next);
-    if let Err(error) = previous.unassign() {
-        tracing::warn!(%error, "cannot park the previous reader; dropping it");
-    } else {
-        *parked = Some(previous);
+impl PacedReaders {
+    /// `current`, reading with `busy`; `idle` is the configuration of a quiet log's reader.
+    fn new(current: LogReader, busy: LogConfig, idle: LogConfig) -> Self {
+        let readers = Self {
+            current,
+            pace: Pace::Busy,
+            parked: None,
+            busy,
+            idle,
+        };
+        readers.publish();
+        readers
     }
-    Ok(())
+
+    /// Moves the reading of `partitions` to a reader at `pace` (the parked one, if any, else a
+    /// new one), from where the active generation has them, and parks the current one. Returns
+    /// whether it switched: not when already at `pace`, nor when that failed (logged; the
+    /// current reader goes on).
+    async fn switch_to(&mut self, pace: Pace, pool: &PgPool, partitions: &[i32]) -> bool {
+        if self.pace == pace {
+            return false;
+        }
+        let config = match pace {
+            Pace::Busy => &self.busy,
+            Pace::Idle => &self.idle,
+        };
+        let next = async {
+            let (starts, generation) = stored_starts(pool, partitions).await?;
+            tracing::debug!(
+                ?starts,
+                generation,
+                to = pace.label(),
+                "changing the reader's pace"
+            );
+            anyhow::Ok(match self.parked.take() {
+                Some(mut reader) => {
+                    reader.reassign(&starts)?;
+                    reader
+                }
+                None => LogReader::assign(config, &config.topic, &starts)?,
+            })
+        };
+        let next = match next.await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    from = self.pace.label(),
+                    to = pace.label(),
+                    "cannot change the reader's pace; keeping the current reader"
+                );
+                return false;
+            }
+        };
+        let mut previous = std::mem::replace(&mut self.current, next);
+        match previous.unassign() {
+            Ok(()) => self.parked = Some(previous),
+            Err(error) => tracing::warn!(%error, "cannot park the previous reader; dropping it"),
+        }
+        self.pace = pace;
+        self.publish();
+        true
+    }
+
+    fn publish(&self) {
+        for pace in [Pace::Busy, Pace::Idle] {
+            metrics::READER_PACE
+                .with_label_values(&[pace.label()])
+                .set(i64::from(pace == self.pace));
+        }
+    }
 }
 
 /// Reads `partitions` from where the active generation has them.
@@ -467,14 +494,17 @@ async fn assign(
     pool: &PgPool,
     partitions: &[i32],
 ) -> anyhow::Result<LogReader> {
-    let starts = stored_starts(pool, partitions).await?;
-    tracing::info!(?starts, "projecting partitions");
+    let (starts, generation) = stored_starts(pool, partitions).await?;
+    tracing::info!(?starts, generation, "projecting partitions");
     Ok(LogReader::assign(config, &config.topic, &starts)?)
 }
 
 /// Where each of `partitions` is to be read from: the active generation's stored offset, or the
-/// beginning.
-async fn stored_starts(pool: &PgPool, partitions: &[i32]) -> anyhow::Result<Vec<(i32, StartAt)>> {
+/// beginning; and that generation's number.
+async fn stored_starts(
+    pool: &PgPool,
+    partitions: &[i32],
+) -> anyhow::Result<(Vec<(i32, StartAt)>, i32)> {
     let generation = generations::active(pool)
         .await?
         .context("no active read-model generation")?;
@@ -490,12 +520,7 @@ async fn stored_starts(pool: &PgPool, partitions: &[i32]) -> anyhow::Result<Vec<
             )
         })
         .collect();
-    tracing::debug!(
-        ?starts,
-        generation = generation.number,
-        "reading partitions"
-    );
-    Ok(starts)
+    Ok((starts, generation.number))
 }
 
 /// Updates the lag gauges every `interval` until `cancel` fires.
